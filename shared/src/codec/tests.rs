@@ -1,0 +1,179 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::wire::{
+    Ack, Action, AgentMessage, Batch, BufferStats, Command, CommandResult, ControlMessage, Hello,
+    Label, MetricRecord, MonitoringState, Refuse, RefuseCode, Sample, Welcome,
+};
+
+fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(message: &T) {
+    let frame = encode_frame(message, DEFAULT_MAX_FRAME_BYTES).expect("encodes");
+    let header: [u8; 4] = frame[..4].try_into().expect("header");
+    let len = frame_body_len(header, DEFAULT_MAX_FRAME_BYTES).expect("length");
+    assert_eq!(len, frame.len() - 4);
+    let decoded: T = decode_frame(&frame[4..]).expect("decodes");
+    assert_eq!(&decoded, message);
+}
+
+fn label() -> impl Strategy<Value = Label> {
+    ("[a-z_]{1,12}", ".{0,16}").prop_map(|(name, value)| Label { name, value })
+}
+
+fn stats() -> impl Strategy<Value = BufferStats> {
+    (any::<u64>(), any::<u64>(), any::<u64>())
+        .prop_map(|(records, bytes, dropped_records)| BufferStats { records, bytes, dropped_records })
+}
+
+fn sample() -> impl Strategy<Value = Sample> {
+    ("[a-z_]{1,40}", prop::collection::vec(label(), 0..4), any::<f64>().prop_filter("not NaN", |v| !v.is_nan()))
+        .prop_map(|(name, labels, value)| Sample { name, labels, value })
+}
+
+fn record() -> impl Strategy<Value = Record> {
+    (any::<i64>(), prop::collection::vec(sample(), 0..20))
+        .prop_map(|(timestamp_ms, samples)| Record::Metrics(MetricRecord { timestamp_ms, samples }))
+}
+
+fn agent_message() -> impl Strategy<Value = AgentMessage> {
+    prop_oneof![
+        (".{0,20}", ".{0,20}", prop::collection::vec(label(), 0..4), stats()).prop_map(
+            |(agent_version, hostname, labels, buffer)| AgentMessage::Hello(Hello { agent_version, hostname, labels, buffer })
+        ),
+        (any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..300), stats(), any::<bool>()).prop_map(
+            |(first_seq, last_seq, payload, buffer, zstd)| AgentMessage::Batch(Batch {
+                first_seq,
+                last_seq,
+                compression: if zstd { Compression::Zstd } else { Compression::None },
+                payload,
+                buffer,
+            })
+        ),
+        (any::<u64>(), any::<bool>(), ".{0,20}").prop_map(|(id, ok, text)| AgentMessage::CommandResult(CommandResult {
+            id,
+            outcome: if ok { Ok(text) } else { Err(text) },
+        })),
+        stats().prop_map(AgentMessage::Status),
+    ]
+}
+
+fn control_message() -> impl Strategy<Value = ControlMessage> {
+    prop_oneof![
+        (".{0,20}", "[a-z0-9-]{1,20}", any::<Option<u64>>(), any::<bool>(), any::<u32>()).prop_map(
+            |(server_version, agent_id, stored_upto, paused, max_frame_bytes)| ControlMessage::Welcome(Welcome {
+                server_version,
+                agent_id,
+                stored_upto,
+                monitoring: if paused { MonitoringState::Paused } else { MonitoringState::Running },
+                max_frame_bytes,
+            })
+        ),
+        ".{0,40}".prop_map(|message| ControlMessage::Refuse(Refuse { code: RefuseCode::IncompatibleVersion, message })),
+        any::<u64>().prop_map(|upto| ControlMessage::Ack(Ack { upto })),
+        (any::<u64>(), any::<bool>()).prop_map(|(id, pause)| ControlMessage::Command(Command {
+            id,
+            action: if pause { Action::PauseMonitoring } else { Action::ResumeMonitoring },
+        })),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn agent_messages_roundtrip(message in agent_message()) {
+        roundtrip(&message);
+    }
+
+    #[test]
+    fn control_messages_roundtrip(message in control_message()) {
+        roundtrip(&message);
+    }
+
+    #[test]
+    fn records_and_entries_roundtrip(records in prop::collection::vec(record(), 0..8), zstd in any::<bool>()) {
+        let entries: Vec<JournalEntry> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| JournalEntry { seq: i as u64 + 1, record: encode_record(r).expect("encodes") })
+            .collect();
+        let compression = if zstd { Compression::Zstd } else { Compression::None };
+        let payload = encode_entries(&entries, compression).expect("encodes");
+        let decoded = decode_entries(&payload, compression).expect("decodes");
+        prop_assert_eq!(&decoded, &entries);
+        for (entry, record) in decoded.iter().zip(&records) {
+            prop_assert_eq!(&decode_record(&entry.record).expect("record"), record);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_frame::<AgentMessage>(&bytes);
+        let _ = decode_frame::<ControlMessage>(&bytes);
+        let _ = decode_record(&bytes);
+        let _ = decode_entries(&bytes, Compression::None);
+        let _ = decode_entries(&bytes, Compression::Zstd);
+        if bytes.len() >= 4 {
+            let _ = frame_body_len(bytes[..4].try_into().expect("4 bytes"), DEFAULT_MAX_FRAME_BYTES);
+        }
+    }
+
+    #[test]
+    fn corrupted_frames_never_panic(message in agent_message(), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+        let mut frame = encode_frame(&message, DEFAULT_MAX_FRAME_BYTES).expect("encodes");
+        for (index, byte) in flips {
+            let i = index.index(frame.len());
+            frame[i] ^= byte;
+        }
+        let _ = decode_frame::<AgentMessage>(&frame[4..]);
+        let truncated = &frame[4..frame.len() / 2 + 2];
+        let _ = decode_frame::<AgentMessage>(truncated);
+    }
+}
+
+#[test]
+fn oversized_length_is_refused_before_allocating() {
+    let header = (DEFAULT_MAX_FRAME_BYTES + 1).to_be_bytes();
+    assert_eq!(
+        frame_body_len(header, DEFAULT_MAX_FRAME_BYTES),
+        Err(CodecError::TooLarge { len: u64::from(DEFAULT_MAX_FRAME_BYTES) + 1, max: DEFAULT_MAX_FRAME_BYTES })
+    );
+    assert_eq!(frame_body_len([0; 4], DEFAULT_MAX_FRAME_BYTES), Err(CodecError::Empty));
+}
+
+#[test]
+fn future_version_is_refused_with_the_supported_range() {
+    let mut body = Vec::new();
+    encode_into(&(PROTOCOL_VERSION + 1), &mut body, "envelope").expect("encodes");
+    encode_into(&AgentMessage::Status(BufferStats::default()), &mut body, "message").expect("encodes");
+    assert_eq!(
+        decode_frame::<AgentMessage>(&body),
+        Err(CodecError::UnsupportedVersion { got: PROTOCOL_VERSION + 1, min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION })
+    );
+}
+
+#[test]
+fn huge_length_prefix_inside_a_body_is_bounded() {
+    // A Vec length of u64::MAX inside a Batch payload must be refused, not allocated.
+    let mut body = Vec::new();
+    encode_into(&PROTOCOL_VERSION, &mut body, "envelope").expect("encodes");
+    body.push(1); // variant Batch
+    body.extend_from_slice(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    assert!(decode_frame::<AgentMessage>(&body).is_err());
+}
+
+#[test]
+fn zstd_bomb_is_refused() {
+    let entries = vec![JournalEntry { seq: 1, record: vec![0; DECODE_LIMIT_BYTES + 1] }];
+    let payload = encode_entries(&entries, Compression::Zstd).expect("encodes");
+    assert!(matches!(decode_entries(&payload, Compression::Zstd), Err(CodecError::Decompress(_))));
+}
+
+#[test]
+fn oversized_message_is_not_encoded() {
+    let message = AgentMessage::Batch(Batch {
+        first_seq: 1,
+        last_seq: 1,
+        compression: Compression::None,
+        payload: vec![0; 2048],
+        buffer: BufferStats::default(),
+    });
+    assert!(matches!(encode_frame(&message, 1024), Err(CodecError::Encode { .. })));
+}

@@ -1,0 +1,291 @@
+//! Config files both sides read or write, and the one-line error reporting both binaries use.
+//!
+//! [`AgentConfigFile`] is the raw `agent.toml` (the agent reads it; the control plane writes one in
+//! `certs issue-agent`). Every key has a documented default except `control_plane.address`.
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, de::DeserializeOwned};
+
+use crate::units::{ByteSize, HumanDuration};
+
+/// A config file that cannot be used, rendered as one line: `file:line:column: key: problem; fix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line and column of the offending text, when known.
+    pub position: Option<(usize, usize)>,
+    /// Dotted key (`collect.interval`), when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, "; {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// An error about a whole file or a key without a position.
+    pub fn new(path: &Path, key: Option<&str>, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            position: None,
+            key: key.map(str::to_owned),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+/// Parses TOML text into `T`, turning any error into a one-line [`ConfigError`] naming the file,
+/// position and dotted key. `reference` names where every key is documented.
+///
+/// # Errors
+/// When the text is not valid TOML or does not match `T`.
+pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str, reference: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|error| {
+        let message = error.message().trim().replace('\n', " ");
+        let span = error.span();
+        let position = span.as_ref().map(|s| line_column(text, s.start));
+        let key = span.as_ref().and_then(|s| key_at(text, s.start, &message));
+        let hint = if message.starts_with("unknown field") {
+            format!("remove it or fix its spelling; every key is documented in {reference}")
+        } else if message.starts_with("missing field") {
+            format!("add it; see {reference}")
+        } else {
+            format!("see {reference}")
+        };
+        ConfigError { path: path.to_owned(), position, key, message, hint }
+    })
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The dotted key at `offset`: the enclosing `[table]` plus the key on that line, if any.
+fn key_at(text: &str, offset: usize, message: &str) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].split('\n').next().unwrap_or("");
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let trimmed = line.trim();
+    let key = if trimmed.starts_with('[') {
+        // The error is about the table itself (for instance, a missing field in it).
+        let name = trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+        let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+        return Some(match missing {
+            Some(field) => format!("{name}.{field}"),
+            None => name,
+        });
+    } else {
+        trimmed.split('=').next().map(str::trim).filter(|k| !k.is_empty())?.to_owned()
+    };
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key,
+    })
+}
+
+/// The raw `agent.toml`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfigFile {
+    /// Who this agent is and where it keeps state.
+    #[serde(default)]
+    pub agent: AgentSection,
+    /// Where to send telemetry, and the credentials. Required.
+    pub control_plane: ControlPlaneSection,
+    /// What to collect and how often.
+    #[serde(default)]
+    pub collect: CollectSection,
+    /// The on-disk journal.
+    #[serde(default)]
+    pub buffer: BufferSection,
+}
+
+/// `[agent]`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Agent name; must equal the name in the certificate. Default: the host name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Journal and state directory. Default `/var/lib/aisemble`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Static labels reported to the control plane. Default none.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self { name: None, data_dir: default_data_dir(), labels: BTreeMap::new() }
+    }
+}
+
+/// `[control_plane]`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneSection {
+    /// `HOST:PORT` of the control plane's QUIC endpoint. Required.
+    pub address: String,
+    /// Name to verify in the server certificate. Default: the host part of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// CA certificate (PEM). Default `/etc/aisemble/ca.pem`.
+    #[serde(default = "default_ca")]
+    pub ca: PathBuf,
+    /// This agent's certificate (PEM). Default `/etc/aisemble/agent.pem`.
+    #[serde(default = "default_cert")]
+    pub cert: PathBuf,
+    /// This agent's private key (PEM, mode 0600). Default `/etc/aisemble/agent.key`.
+    #[serde(default = "default_key")]
+    pub key: PathBuf,
+}
+
+/// `[collect]`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CollectSection {
+    /// Collection interval. Default `"10s"`.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// System collectors to run. Default: all of them.
+    #[serde(default = "CollectorKind::all")]
+    pub collectors: Vec<CollectorKind>,
+}
+
+impl Default for CollectSection {
+    fn default() -> Self {
+        Self { interval: default_interval(), collectors: CollectorKind::all() }
+    }
+}
+
+/// A system collector.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum CollectorKind {
+    /// CPU busy %.
+    Cpu,
+    /// Memory and swap.
+    Memory,
+    /// Filesystem usage per mount.
+    Disk,
+    /// Bytes, packets, errors per interface.
+    Network,
+    /// Load averages.
+    Load,
+    /// Uptime.
+    Uptime,
+    /// Process count.
+    Processes,
+    /// TCP connections by state.
+    Tcp,
+}
+
+impl CollectorKind {
+    /// Every collector.
+    pub fn all() -> Vec<Self> {
+        vec![
+            Self::Cpu,
+            Self::Memory,
+            Self::Disk,
+            Self::Network,
+            Self::Load,
+            Self::Uptime,
+            Self::Processes,
+            Self::Tcp,
+        ]
+    }
+}
+
+/// `[buffer]`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BufferSection {
+    /// Journal cap; when reached the oldest records are evicted and counted. Default `"512MiB"`.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+impl Default for BufferSection {
+    fn default() -> Self {
+        Self { max_bytes: default_max_bytes() }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/aisemble")
+}
+fn default_ca() -> PathBuf {
+    PathBuf::from("/etc/aisemble/ca.pem")
+}
+fn default_cert() -> PathBuf {
+    PathBuf::from("/etc/aisemble/agent.pem")
+}
+fn default_key() -> PathBuf {
+    PathBuf::from("/etc/aisemble/agent.key")
+}
+fn default_interval() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_max_bytes() -> ByteSize {
+    ByteSize(512 << 20)
+}
+
+/// Quotes a string as a TOML basic string, for writing config files.
+pub fn toml_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests;
