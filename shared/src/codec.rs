@@ -11,11 +11,10 @@
 //! Decoding never panics on any input; it returns [`CodecError`]. Decoding is also bounded: no
 //! length prefix inside a body can make the decoder allocate more than [`DECODE_LIMIT_BYTES`].
 
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::wire::{
-    Compression, JournalEntry, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Record,
-};
+use crate::wire::{Compression, JournalEntry, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Record};
 
 /// Default largest frame body a receiver accepts.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 8 << 20;
@@ -93,15 +92,27 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT_BYTES>()
 }
 
-fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>, what: &'static str) -> Result<(), CodecError> {
+fn encode_into<T: Serialize>(
+    value: &T,
+    out: &mut Vec<u8>,
+    what: &'static str,
+) -> Result<(), CodecError> {
     bincode::serde::encode_into_std_write(value, out, config())
         .map(|_| ())
-        .map_err(|error| CodecError::Encode { what, reason: error.to_string() })
+        .map_err(|error| CodecError::Encode {
+            what,
+            reason: error.to_string(),
+        })
 }
 
-fn decode_prefix<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<(T, usize), CodecError> {
-    bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|error| CodecError::Decode { what, reason: error.to_string() })
+fn decode_prefix<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<(T, usize), CodecError> {
+    bincode::serde::decode_from_slice(bytes, config()).map_err(|error| CodecError::Decode {
+        what,
+        reason: error.to_string(),
+    })
 }
 
 fn decode_exact<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, CodecError> {
@@ -116,7 +127,10 @@ fn decode_exact<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result
 ///
 /// # Errors
 /// When the body would exceed `max_frame_bytes`.
-pub fn encode_frame<T: Serialize>(message: &T, max_frame_bytes: u32) -> Result<Vec<u8>, CodecError> {
+pub fn encode_frame<T: Serialize>(
+    message: &T,
+    max_frame_bytes: u32,
+) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
     encode_into(&PROTOCOL_VERSION, &mut out, "frame envelope")?;
@@ -139,15 +153,24 @@ pub fn encode_frame<T: Serialize>(message: &T, max_frame_bytes: u32) -> Result<V
 /// # Errors
 /// [`CodecError::TooLarge`] when the body would exceed `max_frame_bytes`, [`CodecError::Empty`]
 /// for a zero length.
-pub fn frame_body_len(header: [u8; FRAME_HEADER_BYTES], max_frame_bytes: u32) -> Result<usize, CodecError> {
+pub fn frame_body_len(
+    header: [u8; FRAME_HEADER_BYTES],
+    max_frame_bytes: u32,
+) -> Result<usize, CodecError> {
     let len = u32::from_be_bytes(header);
     if len == 0 {
         return Err(CodecError::Empty);
     }
     if len > max_frame_bytes {
-        return Err(CodecError::TooLarge { len: u64::from(len), max: max_frame_bytes });
+        return Err(CodecError::TooLarge {
+            len: u64::from(len),
+            max: max_frame_bytes,
+        });
     }
-    usize::try_from(len).map_err(|_| CodecError::TooLarge { len: u64::from(len), max: max_frame_bytes })
+    usize::try_from(len).map_err(|_| CodecError::TooLarge {
+        len: u64::from(len),
+        max: max_frame_bytes,
+    })
 }
 
 /// The protocol version in a frame body's envelope, checked against the supported range.
@@ -179,6 +202,55 @@ pub fn decode_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     decode_exact(&body[envelope_len..], "message")
 }
 
+/// Splits a byte stream into frame bodies, whatever chunks the transport delivers.
+///
+/// A length prefix above the maximum is reported as soon as its 4 bytes arrive, before the body
+/// is buffered. After an error the decoder should be dropped (the stream is unusable).
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buffer: BytesMut,
+    max_frame_bytes: u32,
+}
+
+impl FrameDecoder {
+    /// A decoder accepting bodies up to `max_frame_bytes`.
+    pub fn new(max_frame_bytes: u32) -> Self {
+        Self {
+            buffer: BytesMut::new(),
+            max_frame_bytes,
+        }
+    }
+
+    /// Appends bytes received from the stream.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buffer.extend_from_slice(chunk);
+    }
+
+    /// The next complete frame body, if one is buffered.
+    ///
+    /// # Errors
+    /// When the next length prefix is zero or exceeds the maximum.
+    pub fn next_frame(&mut self) -> Result<Option<Bytes>, CodecError> {
+        let Some(header) = self.buffer.first_chunk::<FRAME_HEADER_BYTES>() else {
+            return Ok(None);
+        };
+        let len = frame_body_len(*header, self.max_frame_bytes)?;
+        if self.buffer.len() < FRAME_HEADER_BYTES + len {
+            // Reserve once for the whole body instead of growing chunk by chunk.
+            self.buffer
+                .reserve(FRAME_HEADER_BYTES + len - self.buffer.len());
+            return Ok(None);
+        }
+        self.buffer.advance(FRAME_HEADER_BYTES);
+        Ok(Some(self.buffer.split_to(len).freeze()))
+    }
+
+    /// Bytes buffered that do not yet form a frame (non-zero at end of stream = truncated frame).
+    pub fn pending_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+}
+
 /// Encodes a journal record: one format byte, then the record.
 ///
 /// # Errors
@@ -206,13 +278,20 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
 ///
 /// # Errors
 /// Only if serialization or compression fails.
-pub fn encode_entries(entries: &[JournalEntry], compression: Compression) -> Result<Vec<u8>, CodecError> {
+pub fn encode_entries(
+    entries: &[JournalEntry],
+    compression: Compression,
+) -> Result<Vec<u8>, CodecError> {
     let mut plain = Vec::with_capacity(entries.iter().map(|e| e.record.len() + 12).sum());
     encode_into(&entries, &mut plain, "batch entries")?;
     match compression {
         Compression::None => Ok(plain),
-        Compression::Zstd => zstd::bulk::compress(&plain, ZSTD_LEVEL)
-            .map_err(|error| CodecError::Encode { what: "batch payload", reason: error.to_string() }),
+        Compression::Zstd => {
+            zstd::bulk::compress(&plain, ZSTD_LEVEL).map_err(|error| CodecError::Encode {
+                what: "batch payload",
+                reason: error.to_string(),
+            })
+        }
     }
 }
 
@@ -220,7 +299,10 @@ pub fn encode_entries(entries: &[JournalEntry], compression: Compression) -> Res
 ///
 /// # Errors
 /// When decompression fails or exceeds [`DECODE_LIMIT_BYTES`], or the payload is not entries.
-pub fn decode_entries(payload: &[u8], compression: Compression) -> Result<Vec<JournalEntry>, CodecError> {
+pub fn decode_entries(
+    payload: &[u8],
+    compression: Compression,
+) -> Result<Vec<JournalEntry>, CodecError> {
     match compression {
         Compression::None => decode_exact(payload, "batch entries"),
         Compression::Zstd => {

@@ -51,7 +51,12 @@ impl fmt::Display for ConfigError {
 
 impl ConfigError {
     /// An error about a whole file or a key without a position.
-    pub fn new(path: &Path, key: Option<&str>, message: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub fn new(
+        path: &Path,
+        key: Option<&str>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
         Self {
             path: path.to_owned(),
             position: None,
@@ -67,7 +72,11 @@ impl ConfigError {
 ///
 /// # Errors
 /// When the text is not valid TOML or does not match `T`.
-pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str, reference: &str) -> Result<T, ConfigError> {
+pub fn parse_toml<T: DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    reference: &str,
+) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|error| {
         let message = error.message().trim().replace('\n', " ");
         let span = error.span();
@@ -80,7 +89,13 @@ pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str, reference: &str)
         } else {
             format!("see {reference}")
         };
-        ConfigError { path: path.to_owned(), position, key, message, hint }
+        ConfigError {
+            path: path.to_owned(),
+            position,
+            key,
+            message,
+            hint,
+        }
     })
 }
 
@@ -105,14 +120,24 @@ fn key_at(text: &str, offset: usize, message: &str) -> Option<String> {
     let trimmed = line.trim();
     let key = if trimmed.starts_with('[') {
         // The error is about the table itself (for instance, a missing field in it).
-        let name = trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
-        let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+        let name = trimmed
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_owned();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
         return Some(match missing {
             Some(field) => format!("{name}.{field}"),
             None => name,
         });
     } else {
-        trimmed.split('=').next().map(str::trim).filter(|k| !k.is_empty())?.to_owned()
+        trimmed
+            .split('=')
+            .next()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())?
+            .to_owned()
     };
     Some(match table {
         Some(table) => format!("{table}.{key}"),
@@ -154,7 +179,11 @@ pub struct AgentSection {
 
 impl Default for AgentSection {
     fn default() -> Self {
-        Self { name: None, data_dir: default_data_dir(), labels: BTreeMap::new() }
+        Self {
+            name: None,
+            data_dir: default_data_dir(),
+            labels: BTreeMap::new(),
+        }
     }
 }
 
@@ -192,7 +221,10 @@ pub struct CollectSection {
 
 impl Default for CollectSection {
     fn default() -> Self {
-        Self { interval: default_interval(), collectors: CollectorKind::all() }
+        Self {
+            interval: default_interval(),
+            collectors: CollectorKind::all(),
+        }
     }
 }
 
@@ -246,7 +278,9 @@ pub struct BufferSection {
 
 impl Default for BufferSection {
     fn default() -> Self {
-        Self { max_bytes: default_max_bytes() }
+        Self {
+            max_bytes: default_max_bytes(),
+        }
     }
 }
 

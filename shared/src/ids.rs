@@ -20,7 +20,9 @@ pub enum AgentIdError {
     #[error("agent name is longer than 64 characters")]
     TooLong,
     /// The name contains a character outside `[A-Za-z0-9._-]` or starts with `.` or `-`.
-    #[error("agent name {0:?} may only contain letters, digits, '.', '_' and '-', and must not start with '.' or '-'")]
+    #[error(
+        "agent name {0:?} may only contain letters, digits, '.', '_' and '-', and must not start with '.' or '-'"
+    )]
     BadCharacter(String),
 }
 

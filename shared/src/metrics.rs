@@ -93,7 +93,11 @@ pub fn fleet_metric(name: &str) -> Option<&'static MetricInfo> {
     let family = ["_bucket", "_sum", "_count"]
         .iter()
         .find_map(|suffix| name.strip_suffix(suffix))
-        .filter(|base| FLEET_METRICS.iter().any(|m| m.name == *base && m.kind == MetricKind::Histogram))
+        .filter(|base| {
+            FLEET_METRICS
+                .iter()
+                .any(|m| m.name == *base && m.kind == MetricKind::Histogram)
+        })
         .unwrap_or(name);
     FLEET_METRICS.iter().find(|m| m.name == family)
 }
@@ -121,15 +125,27 @@ mod tests {
     fn families_are_unique_and_well_formed() {
         for (i, m) in FLEET_METRICS.iter().enumerate() {
             assert!(is_valid_metric_name(m.name), "{}", m.name);
-            assert!(FLEET_METRICS[i + 1..].iter().all(|o| o.name != m.name), "duplicate {}", m.name);
-            assert_eq!(m.kind == MetricKind::Counter, m.name.ends_with("_total"), "{}", m.name);
+            assert!(
+                FLEET_METRICS[i + 1..].iter().all(|o| o.name != m.name),
+                "duplicate {}",
+                m.name
+            );
+            assert_eq!(
+                m.kind == MetricKind::Counter,
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
         }
     }
 
     #[test]
     fn histogram_series_map_to_their_family() {
         let family = |n| fleet_metric(n).map(|m| m.name);
-        assert_eq!(family("aisemble_request_duration_seconds_bucket"), Some(REQUEST_DURATION_SECONDS));
+        assert_eq!(
+            family("aisemble_request_duration_seconds_bucket"),
+            Some(REQUEST_DURATION_SECONDS)
+        );
         assert_eq!(family("aisemble_system_load1"), Some(SYSTEM_LOAD1));
         assert_eq!(family("aisemble_system_load1_count"), None);
         assert_eq!(family("nope"), None);

@@ -65,15 +65,27 @@ impl FromStr for ByteSize {
         s.trim()
             .parse::<bytesize::ByteSize>()
             .map(|size| Self(size.as_u64()))
-            .map_err(|error| format!("invalid size {s:?} ({error}); write it like \"64KiB\", \"512MiB\" or \"1GiB\""))
+            .map_err(|error| {
+                format!(
+                    "invalid size {s:?} ({error}); write it like \"64KiB\", \"512MiB\" or \"1GiB\""
+                )
+            })
     }
 }
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Exact, so that a written size reads back as the same number of bytes.
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-        match UNITS.iter().find(|(unit, _)| self.0 >= *unit && self.0.is_multiple_of(*unit)) {
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
+        match UNITS
+            .iter()
+            .find(|(unit, _)| self.0 >= *unit && self.0.is_multiple_of(*unit))
+        {
             Some((unit, name)) => write!(f, "{}{name}", self.0 / unit),
             None => write!(f, "{}B", self.0),
         }
@@ -124,6 +136,9 @@ mod tests {
         assert_eq!(parse("64KiB"), Ok(64 << 10));
         assert_eq!(parse("1GB"), Ok(1_000_000_000));
         assert!(parse("lots").is_err());
-        assert_eq!(ByteSize(512 << 20).to_string().parse::<ByteSize>(), Ok(ByteSize(512 << 20)));
+        assert_eq!(
+            ByteSize(512 << 20).to_string().parse::<ByteSize>(),
+            Ok(ByteSize(512 << 20))
+        );
     }
 }

@@ -29,6 +29,47 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Oldest protocol version this build still accepts.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
+/// QUIC application close and stream reset codes, so each side logs why the other hung up.
+pub mod close_code {
+    /// Orderly close (shutdown, session over).
+    pub const NORMAL: u32 = 0;
+    /// A message out of order or not allowed in this state.
+    pub const PROTOCOL_VIOLATION: u32 = 1;
+    /// A frame's length prefix exceeds the receiver's maximum.
+    pub const FRAME_TOO_LARGE: u32 = 2;
+    /// A frame could not be decoded, or the stream ended inside a frame.
+    pub const BAD_FRAME: u32 = 3;
+    /// The peer speaks an unsupported protocol version.
+    pub const INCOMPATIBLE_VERSION: u32 = 4;
+    /// The agent's certificate was revoked.
+    pub const REVOKED: u32 = 5;
+    /// A newer connection of the same agent replaced this one.
+    pub const SUPERSEDED: u32 = 6;
+    /// The control plane is shutting down.
+    pub const SHUTTING_DOWN: u32 = 7;
+    /// The receiver failed internally (storage); reconnect later.
+    pub const INTERNAL: u32 = 8;
+    /// The peer did not complete the opening exchange in time.
+    pub const TIMEOUT: u32 = 9;
+
+    /// A short name for logs and metric labels.
+    pub fn name(code: u64) -> &'static str {
+        match code {
+            0 => "normal",
+            1 => "protocol_violation",
+            2 => "frame_too_large",
+            3 => "bad_frame",
+            4 => "incompatible_version",
+            5 => "revoked",
+            6 => "superseded",
+            7 => "shutting_down",
+            8 => "internal",
+            9 => "timeout",
+            _ => "unknown",
+        }
+    }
+}
+
 /// A message from an agent to the control plane.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -66,6 +107,9 @@ pub struct Hello {
     pub hostname: String,
     /// Static labels from the agent's config.
     pub labels: Vec<Label>,
+    /// Random id of the agent's journal, fixed when the journal is created. Sequence numbers are
+    /// unique per (agent, journal): a new journal (reinstalled host) restarts them.
+    pub journal_id: u64,
     /// The journal's state when connecting.
     pub buffer: BufferStats,
 }
@@ -240,14 +284,21 @@ pub struct Label {
 impl Label {
     /// Builds a label pair.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { name: name.into(), value: value.into() }
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
 impl Sample {
     /// A sample without labels.
     pub fn new(name: impl Into<String>, value: f64) -> Self {
-        Self { name: name.into(), labels: Vec::new(), value }
+        Self {
+            name: name.into(),
+            labels: Vec::new(),
+            value,
+        }
     }
 
     /// Adds a label.

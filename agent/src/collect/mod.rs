@@ -1,7 +1,25 @@
-//! System collectors: each one measures one thing and appends samples; none does network I/O.
+//! System collectors: each measures one aspect of the host and appends samples; none does network
+//! I/O.
 //!
-//! Collectors run on a blocking thread (they read `/proc` and call `statvfs`), once per
-//! collection tick, and keep their state (previous counters, the `sysinfo` handles) between ticks.
+//! Collectors run on a blocking thread (they read `/proc` and call `statvfs`), once per collection
+//! tick, and keep their state (the `sysinfo` handles, the previous CPU reading) between ticks.
+//! Samples carry no `host` label: the control plane adds it from the agent's certificate.
+
+mod cpu;
+mod disk;
+mod load;
+mod memory;
+mod network;
+mod processes;
+mod tcp;
+
+pub use cpu::Cpu;
+pub use disk::Disk;
+pub use load::{Load, Uptime};
+pub use memory::Memory;
+pub use network::Network;
+pub use processes::Processes;
+pub use tcp::Tcp;
 
 use aisemble_shared::{config::CollectorKind, wire::Sample};
 
@@ -22,7 +40,7 @@ pub enum CollectError {
 }
 
 /// Measures one aspect of the host.
-pub trait Collector: Send {
+pub trait Collector: Send + std::fmt::Debug {
     /// Short name for logs (`cpu`, `disk`).
     fn name(&self) -> &'static str;
 
@@ -32,3 +50,47 @@ pub trait Collector: Send {
     /// When the measurement could not be taken this tick.
     fn collect(&mut self, out: &mut Vec<Sample>) -> Result<(), CollectError>;
 }
+
+/// Builds the configured collectors. A collector the platform cannot offer is reported in the
+/// second list and left out; the agent runs with the rest.
+pub fn build(
+    kinds: &[CollectorKind],
+) -> (Vec<Box<dyn Collector>>, Vec<(CollectorKind, CollectError)>) {
+    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+    let mut failed = Vec::new();
+    let mut add = |kind, built: Result<Box<dyn Collector>, CollectError>| match built {
+        Ok(collector) => collectors.push(collector),
+        Err(error) => failed.push((kind, error)),
+    };
+    for &kind in kinds {
+        match kind {
+            CollectorKind::Cpu => add(kind, Cpu::new().map(|c| Box::new(c) as _)),
+            CollectorKind::Memory => add(kind, Memory::new().map(|c| Box::new(c) as _)),
+            CollectorKind::Disk => add(kind, Disk::new().map(|c| Box::new(c) as _)),
+            CollectorKind::Network => add(kind, Network::new().map(|c| Box::new(c) as _)),
+            CollectorKind::Load => add(kind, Ok(Box::new(Load))),
+            CollectorKind::Uptime => add(kind, Ok(Box::new(Uptime))),
+            CollectorKind::Processes => add(kind, Ok(Box::new(Processes::new("/proc")))),
+            CollectorKind::Tcp => add(kind, Ok(Box::new(Tcp::new("/proc")))),
+            _ => {}
+        }
+    }
+    (collectors, failed)
+}
+
+/// Runs every collector once, appending to `out`; returns the failures of this tick.
+pub fn collect_all<'a>(
+    collectors: &'a mut [Box<dyn Collector>],
+    out: &mut Vec<Sample>,
+) -> Vec<(&'static str, CollectError)> {
+    let mut failures = Vec::new();
+    for collector in collectors.iter_mut() {
+        if let Err(error) = collector.collect(out) {
+            failures.push((collector.name(), error));
+        }
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests;

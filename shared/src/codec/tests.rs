@@ -20,58 +20,120 @@ fn label() -> impl Strategy<Value = Label> {
 }
 
 fn stats() -> impl Strategy<Value = BufferStats> {
-    (any::<u64>(), any::<u64>(), any::<u64>())
-        .prop_map(|(records, bytes, dropped_records)| BufferStats { records, bytes, dropped_records })
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(records, bytes, dropped_records)| {
+        BufferStats {
+            records,
+            bytes,
+            dropped_records,
+        }
+    })
 }
 
 fn sample() -> impl Strategy<Value = Sample> {
-    ("[a-z_]{1,40}", prop::collection::vec(label(), 0..4), any::<f64>().prop_filter("not NaN", |v| !v.is_nan()))
-        .prop_map(|(name, labels, value)| Sample { name, labels, value })
+    (
+        "[a-z_]{1,40}",
+        prop::collection::vec(label(), 0..4),
+        any::<f64>().prop_filter("not NaN", |v| !v.is_nan()),
+    )
+        .prop_map(|(name, labels, value)| Sample {
+            name,
+            labels,
+            value,
+        })
 }
 
 fn record() -> impl Strategy<Value = Record> {
-    (any::<i64>(), prop::collection::vec(sample(), 0..20))
-        .prop_map(|(timestamp_ms, samples)| Record::Metrics(MetricRecord { timestamp_ms, samples }))
+    (any::<i64>(), prop::collection::vec(sample(), 0..20)).prop_map(|(timestamp_ms, samples)| {
+        Record::Metrics(MetricRecord {
+            timestamp_ms,
+            samples,
+        })
+    })
 }
 
 fn agent_message() -> impl Strategy<Value = AgentMessage> {
     prop_oneof![
-        (".{0,20}", ".{0,20}", prop::collection::vec(label(), 0..4), stats()).prop_map(
-            |(agent_version, hostname, labels, buffer)| AgentMessage::Hello(Hello { agent_version, hostname, labels, buffer })
-        ),
-        (any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..300), stats(), any::<bool>()).prop_map(
-            |(first_seq, last_seq, payload, buffer, zstd)| AgentMessage::Batch(Batch {
-                first_seq,
-                last_seq,
-                compression: if zstd { Compression::Zstd } else { Compression::None },
-                payload,
-                buffer,
+        (
+            ".{0,20}",
+            ".{0,20}",
+            prop::collection::vec(label(), 0..4),
+            stats()
+        )
+            .prop_map(
+                |(agent_version, hostname, labels, buffer)| AgentMessage::Hello(Hello {
+                    agent_version,
+                    hostname,
+                    labels,
+                    journal_id: 7,
+                    buffer
+                })
+            ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..300),
+            stats(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(first_seq, last_seq, payload, buffer, zstd)| AgentMessage::Batch(Batch {
+                    first_seq,
+                    last_seq,
+                    compression: if zstd {
+                        Compression::Zstd
+                    } else {
+                        Compression::None
+                    },
+                    payload,
+                    buffer,
+                })
+            ),
+        (any::<u64>(), any::<bool>(), ".{0,20}").prop_map(|(id, ok, text)| {
+            AgentMessage::CommandResult(CommandResult {
+                id,
+                outcome: if ok { Ok(text) } else { Err(text) },
             })
-        ),
-        (any::<u64>(), any::<bool>(), ".{0,20}").prop_map(|(id, ok, text)| AgentMessage::CommandResult(CommandResult {
-            id,
-            outcome: if ok { Ok(text) } else { Err(text) },
-        })),
+        }),
         stats().prop_map(AgentMessage::Status),
     ]
 }
 
 fn control_message() -> impl Strategy<Value = ControlMessage> {
     prop_oneof![
-        (".{0,20}", "[a-z0-9-]{1,20}", any::<Option<u64>>(), any::<bool>(), any::<u32>()).prop_map(
-            |(server_version, agent_id, stored_upto, paused, max_frame_bytes)| ControlMessage::Welcome(Welcome {
-                server_version,
-                agent_id,
-                stored_upto,
-                monitoring: if paused { MonitoringState::Paused } else { MonitoringState::Running },
-                max_frame_bytes,
-            })
-        ),
-        ".{0,40}".prop_map(|message| ControlMessage::Refuse(Refuse { code: RefuseCode::IncompatibleVersion, message })),
+        (
+            ".{0,20}",
+            "[a-z0-9-]{1,20}",
+            any::<Option<u64>>(),
+            any::<bool>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(server_version, agent_id, stored_upto, paused, max_frame_bytes)| {
+                    ControlMessage::Welcome(Welcome {
+                        server_version,
+                        agent_id,
+                        stored_upto,
+                        monitoring: if paused {
+                            MonitoringState::Paused
+                        } else {
+                            MonitoringState::Running
+                        },
+                        max_frame_bytes,
+                    })
+                }
+            ),
+        ".{0,40}".prop_map(|message| ControlMessage::Refuse(Refuse {
+            code: RefuseCode::IncompatibleVersion,
+            message
+        })),
         any::<u64>().prop_map(|upto| ControlMessage::Ack(Ack { upto })),
         (any::<u64>(), any::<bool>()).prop_map(|(id, pause)| ControlMessage::Command(Command {
             id,
-            action: if pause { Action::PauseMonitoring } else { Action::ResumeMonitoring },
+            action: if pause {
+                Action::PauseMonitoring
+            } else {
+                Action::ResumeMonitoring
+            },
         })),
     ]
 }
@@ -104,6 +166,31 @@ proptest! {
     }
 
     #[test]
+    fn decoder_reassembles_frames_from_any_chunking(
+        messages in prop::collection::vec(agent_message(), 1..6),
+        cuts in prop::collection::vec(1usize..64, 1..40),
+    ) {
+        let stream: Vec<u8> = messages
+            .iter()
+            .flat_map(|m| encode_frame(m, DEFAULT_MAX_FRAME_BYTES).expect("encodes"))
+            .collect();
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
+        let mut decoded = Vec::new();
+        let mut rest = &stream[..];
+        let mut cut = cuts.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*cut.next().expect("cycle")).min(rest.len());
+            decoder.push(&rest[..n]);
+            rest = &rest[n..];
+            while let Some(body) = decoder.next_frame().expect("valid stream") {
+                decoded.push(decode_frame::<AgentMessage>(&body).expect("decodes"));
+            }
+        }
+        prop_assert_eq!(decoder.pending_bytes(), 0);
+        prop_assert_eq!(decoded, messages);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_frame::<AgentMessage>(&bytes);
         let _ = decode_frame::<ControlMessage>(&bytes);
@@ -129,23 +216,51 @@ proptest! {
 }
 
 #[test]
+fn decoder_refuses_an_oversized_prefix_before_the_body_arrives() {
+    let mut decoder = FrameDecoder::new(1024);
+    decoder.push(&2048u32.to_be_bytes());
+    assert_eq!(
+        decoder.next_frame(),
+        Err(CodecError::TooLarge {
+            len: 2048,
+            max: 1024
+        })
+    );
+}
+
+#[test]
 fn oversized_length_is_refused_before_allocating() {
     let header = (DEFAULT_MAX_FRAME_BYTES + 1).to_be_bytes();
     assert_eq!(
         frame_body_len(header, DEFAULT_MAX_FRAME_BYTES),
-        Err(CodecError::TooLarge { len: u64::from(DEFAULT_MAX_FRAME_BYTES) + 1, max: DEFAULT_MAX_FRAME_BYTES })
+        Err(CodecError::TooLarge {
+            len: u64::from(DEFAULT_MAX_FRAME_BYTES) + 1,
+            max: DEFAULT_MAX_FRAME_BYTES
+        })
     );
-    assert_eq!(frame_body_len([0; 4], DEFAULT_MAX_FRAME_BYTES), Err(CodecError::Empty));
+    assert_eq!(
+        frame_body_len([0; 4], DEFAULT_MAX_FRAME_BYTES),
+        Err(CodecError::Empty)
+    );
 }
 
 #[test]
 fn future_version_is_refused_with_the_supported_range() {
     let mut body = Vec::new();
     encode_into(&(PROTOCOL_VERSION + 1), &mut body, "envelope").expect("encodes");
-    encode_into(&AgentMessage::Status(BufferStats::default()), &mut body, "message").expect("encodes");
+    encode_into(
+        &AgentMessage::Status(BufferStats::default()),
+        &mut body,
+        "message",
+    )
+    .expect("encodes");
     assert_eq!(
         decode_frame::<AgentMessage>(&body),
-        Err(CodecError::UnsupportedVersion { got: PROTOCOL_VERSION + 1, min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION })
+        Err(CodecError::UnsupportedVersion {
+            got: PROTOCOL_VERSION + 1,
+            min: MIN_PROTOCOL_VERSION,
+            max: PROTOCOL_VERSION
+        })
     );
 }
 
@@ -161,9 +276,15 @@ fn huge_length_prefix_inside_a_body_is_bounded() {
 
 #[test]
 fn zstd_bomb_is_refused() {
-    let entries = vec![JournalEntry { seq: 1, record: vec![0; DECODE_LIMIT_BYTES + 1] }];
+    let entries = vec![JournalEntry {
+        seq: 1,
+        record: vec![0; DECODE_LIMIT_BYTES + 1],
+    }];
     let payload = encode_entries(&entries, Compression::Zstd).expect("encodes");
-    assert!(matches!(decode_entries(&payload, Compression::Zstd), Err(CodecError::Decompress(_))));
+    assert!(matches!(
+        decode_entries(&payload, Compression::Zstd),
+        Err(CodecError::Decompress(_))
+    ));
 }
 
 #[test]
@@ -175,5 +296,8 @@ fn oversized_message_is_not_encoded() {
         payload: vec![0; 2048],
         buffer: BufferStats::default(),
     });
-    assert!(matches!(encode_frame(&message, 1024), Err(CodecError::Encode { .. })));
+    assert!(matches!(
+        encode_frame(&message, 1024),
+        Err(CodecError::Encode { .. })
+    ));
 }

@@ -6,16 +6,24 @@ const REFERENCE: &str = "agent.example.toml";
 
 #[track_caller]
 fn check_error(text: &str, expected: &str) {
-    let error = parse_toml::<AgentConfigFile>(Path::new("agent.toml"), text, REFERENCE).expect_err("must fail");
+    let error = parse_toml::<AgentConfigFile>(Path::new("agent.toml"), text, REFERENCE)
+        .expect_err("must fail");
     let line = error.to_string();
     assert!(!line.contains('\n'), "one line: {line}");
-    assert!(line.starts_with(expected), "{line}\n  does not start with\n{expected}");
+    assert!(
+        line.starts_with(expected),
+        "{line}\n  does not start with\n{expected}"
+    );
 }
 
 #[test]
 fn minimal_file_takes_defaults() {
-    let config: AgentConfigFile =
-        parse_toml(Path::new("a.toml"), "[control_plane]\naddress = \"cp:7443\"\n", REFERENCE).expect("parses");
+    let config: AgentConfigFile = parse_toml(
+        Path::new("a.toml"),
+        "[control_plane]\naddress = \"cp:7443\"\n",
+        REFERENCE,
+    )
+    .expect("parses");
     assert_eq!(config.control_plane.address, "cp:7443");
     assert_eq!(config.collect.interval, HumanDuration::from_secs(10));
     assert_eq!(config.buffer.max_bytes, ByteSize(512 << 20));
@@ -29,9 +37,17 @@ fn unknown_key_names_file_line_key_and_fix() {
         "[control_plane]\naddress = \"cp:7443\"\n\n[collect]\nintervall = \"5s\"\n",
         "agent.toml:5:1: key `collect.intervall`: unknown field `intervall`, expected",
     );
-    let error = parse_toml::<AgentConfigFile>(Path::new("agent.toml"), "[collect]\nintervall = \"5s\"\n[control_plane]\naddress=\"x:1\"", REFERENCE)
-        .expect_err("fails");
-    assert!(error.to_string().ends_with("remove it or fix its spelling; every key is documented in agent.example.toml"));
+    let error = parse_toml::<AgentConfigFile>(
+        Path::new("agent.toml"),
+        "[collect]\nintervall = \"5s\"\n[control_plane]\naddress=\"x:1\"",
+        REFERENCE,
+    )
+    .expect_err("fails");
+    assert!(
+        error.to_string().ends_with(
+            "remove it or fix its spelling; every key is documented in agent.example.toml"
+        )
+    );
 }
 
 #[test]
@@ -48,7 +64,10 @@ fn wrong_type_names_the_key() {
 
 #[test]
 fn missing_required_key_is_named() {
-    check_error("[control_plane]\nserver_name = \"cp\"\n", "agent.toml:1:1: key `control_plane.address`: missing field `address`");
+    check_error(
+        "[control_plane]\nserver_name = \"cp\"\n",
+        "agent.toml:1:1: key `control_plane.address`: missing field `address`",
+    );
 }
 
 #[test]
@@ -58,9 +77,16 @@ fn syntax_error_has_a_position() {
 
 #[test]
 fn toml_strings_roundtrip() {
-    for value in ["plain", "with \"quotes\"", "back\\slash", "tab\tnew\nline", "\u{1}"] {
+    for value in [
+        "plain",
+        "with \"quotes\"",
+        "back\\slash",
+        "tab\tnew\nline",
+        "\u{1}",
+    ] {
         let text = format!("[control_plane]\naddress = {}\n", toml_string(value));
-        let config: AgentConfigFile = parse_toml(Path::new("a.toml"), &text, REFERENCE).expect("parses");
+        let config: AgentConfigFile =
+            parse_toml(Path::new("a.toml"), &text, REFERENCE).expect("parses");
         assert_eq!(config.control_plane.address, value);
     }
 }

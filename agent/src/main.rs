@@ -1,0 +1,225 @@
+//! `aisemble-agent`: glue only — arguments, config, tracing, signals. The work is in the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use aisemble_agent::{
+    Settings,
+    config::DEFAULT_CONFIG_PATH,
+    journal::{Journal as _, SledJournal},
+    status::{ConnectionState, process_alive, read_report},
+};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Exit code for a config file that cannot be used (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(name = "aisemble-agent", version, about = "Ai-semble Ops host agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Collect and stream telemetry until SIGTERM or SIGINT.
+    Run {
+        /// Config file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH, env = "AISEMBLE_AGENT_CONFIG")]
+        config: PathBuf,
+        /// Log format; `auto` is pretty on a terminal and JSON otherwise.
+        #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+        log_format: LogFormat,
+    },
+    /// Check a config file (and the certificate files it names) and exit.
+    CheckConfig {
+        /// Config file.
+        file: PathBuf,
+    },
+    /// Show the local buffer depth, last acknowledgement and connection state.
+    Status {
+        /// Config file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH, env = "AISEMBLE_AGENT_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, log_format } => run(config, log_format),
+        Command::CheckConfig { file } => match Settings::load(&file) {
+            Ok(settings) => {
+                println!(
+                    "{}: ok (agent {}, control plane {}, interval {:?})",
+                    file.display(),
+                    settings.name,
+                    settings.address,
+                    settings.interval
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Status { config } => status(&config),
+    }
+}
+
+fn run(config: PathBuf, log_format: LogFormat) -> ExitCode {
+    init_tracing(log_format);
+    let settings = match Settings::load(&config) {
+        Ok(settings) => settings,
+        Err(error) => {
+            tracing::error!(%error, "Cannot use the config file.");
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // A small agent: one thread for async work; collection and journal writes go to the
+    // blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+        let result = aisemble_agent::run(settings, shutdown.clone()).await;
+        signals.abort();
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "Agent failed.");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers; stop the agent with SIGKILL.");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received."),
+        _ = int.recv() => tracing::info!("SIGINT received."),
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("aisemble_agent=info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
+}
+
+/// `aisemble-agent status`: exit 0 connected, 1 running but not connected, 3 not running.
+fn status(config: &std::path::Path) -> ExitCode {
+    let settings = match Settings::load(config) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let report = read_report(&settings.status_path()).ok();
+    let running = report
+        .as_ref()
+        .is_some_and(|r| process_alive(r.pid) && r.connection != ConnectionState::Stopped);
+    if !running {
+        println!("agent:        {} (not running)", settings.name);
+        // Not running, so the journal is free to open and report on.
+        match SledJournal::open(&settings.journal_path(), settings.max_buffer_bytes) {
+            Ok(journal) => {
+                let stats = journal.stats();
+                println!(
+                    "buffer:       {} records, {} bytes, {} dropped",
+                    stats.records, stats.bytes, stats.dropped_records
+                );
+            }
+            Err(error) => println!("buffer:       unavailable ({error})"),
+        }
+        if let Some(report) = report {
+            print_ack(report.last_ack_seq, report.last_ack_at_ms);
+        }
+        return ExitCode::from(3);
+    }
+    let Some(report) = report else {
+        return ExitCode::from(3);
+    };
+    println!(
+        "agent:        {} (pid {}, version {})",
+        report.agent, report.pid, report.version
+    );
+    println!("control plane: {}", report.control_plane);
+    println!("connection:   {:?}", report.connection);
+    if let Some(error) = &report.last_error {
+        println!("last error:   {error}");
+    }
+    println!(
+        "buffer:       {} records, {} bytes, {} dropped",
+        report.buffer.records, report.buffer.bytes, report.buffer.dropped_records
+    );
+    print_ack(report.last_ack_seq, report.last_ack_at_ms);
+    println!("monitoring:   {}", report.monitoring);
+    if report.connection == ConnectionState::Connected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_ack(seq: Option<u64>, at_ms: Option<i64>) {
+    match (seq, at_ms) {
+        (Some(seq), Some(at_ms)) => {
+            let ago = (aisemble_agent::status::now_ms() - at_ms).max(0) / 1000;
+            println!("last ack:     seq {seq}, {ago}s ago");
+        }
+        _ => println!("last ack:     none yet"),
+    }
+}

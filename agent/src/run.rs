@@ -1,0 +1,203 @@
+//! The running agent: opens the journal, starts the collector loop, the uplink and the status
+//! writer, and stops them in order on shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use aisemble_shared::{
+    codec,
+    wire::{MetricRecord, MonitoringState, Record},
+};
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, trace, warn};
+
+use crate::{
+    collect::{self, Collector},
+    config::Settings,
+    journal::{Journal, SledJournal},
+    status::{Status, now_ms},
+    tls,
+    uplink::{Uplink, UplinkConfig},
+};
+
+const STATUS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs the agent until `shutdown` is cancelled.
+///
+/// # Errors
+/// When the journal cannot be opened or the TLS files are unusable; later failures are logged and
+/// retried instead.
+///
+/// # Cancel safety
+/// Cancel through `shutdown`, which stops collection, closes the connection and flushes the
+/// journal; dropping the future instead loses no journaled record.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let client = tls::client_config(&settings.tls).context("loading the TLS files")?;
+    let journal_path = settings.journal_path();
+    let cap = settings.max_buffer_bytes;
+    let journal: Arc<dyn Journal> = Arc::new(
+        tokio::task::spawn_blocking(move || SledJournal::open(&journal_path, cap))
+            .await?
+            .with_context(|| format!("opening the journal in {}", settings.data_dir.display()))?,
+    );
+    let status = Arc::new(Status::new(
+        settings.status_path(),
+        settings.name.as_str(),
+        &settings.address,
+    ));
+    let (records_tx, records_rx) = watch::channel(journal.last_seq());
+    let (monitoring_tx, monitoring_rx) = watch::channel(MonitoringState::Running);
+
+    let (collectors, unavailable) = collect::build(&settings.collectors);
+    for (kind, error) in unavailable {
+        warn!(collector = ?kind, %error, "Collector unavailable on this host; running without it.");
+    }
+    info!(
+        agent = %settings.name,
+        control_plane = %settings.address,
+        interval = ?settings.interval,
+        backlog = journal.stats().records,
+        "Agent started."
+    );
+
+    let mut uplink_config = UplinkConfig::new(
+        settings.address.clone(),
+        settings.server_name.clone(),
+        client,
+    );
+    uplink_config.labels = settings.labels.clone();
+    let uplink = Uplink::new(
+        uplink_config,
+        Arc::clone(&journal),
+        records_rx,
+        monitoring_tx,
+        Arc::clone(&status),
+    );
+
+    let stop_uplink = CancellationToken::new();
+    let uplink_task = tokio::spawn(uplink.run(stop_uplink.clone()));
+    let status_task = tokio::spawn(write_status(
+        Arc::clone(&status),
+        Arc::clone(&journal),
+        shutdown.clone(),
+    ));
+    collect_loop(
+        collectors,
+        settings.interval,
+        Arc::clone(&journal),
+        records_tx,
+        monitoring_rx,
+        shutdown.clone(),
+    )
+    .await;
+
+    info!("Shutting down.");
+    stop_uplink.cancel();
+    if let Err(error) = uplink_task.await {
+        error!(%error, "Uplink task failed.");
+    }
+    let _ = status_task.await;
+    let stats = journal.stats();
+    let last_status = Arc::clone(&status);
+    tokio::task::spawn_blocking(move || last_status.write(stats)).await??;
+    info!(backlog = stats.records, "Agent stopped.");
+    Ok(())
+}
+
+/// Collects at every tick and appends one record to the journal, until shutdown.
+async fn collect_loop(
+    mut collectors: Vec<Box<dyn Collector>>,
+    interval: Duration,
+    journal: Arc<dyn Journal>,
+    records: watch::Sender<u64>,
+    monitoring: watch::Receiver<MonitoringState>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    // After a stall (suspended VM), take one sample now rather than a burst of catch-up samples.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if *monitoring.borrow() == MonitoringState::Paused {
+            continue;
+        }
+        let timestamp_ms = now_ms();
+        let journal = Arc::clone(&journal);
+        let tick = tokio::task::spawn_blocking(move || {
+            let mut samples = Vec::with_capacity(128);
+            let failures = collect::collect_all(&mut collectors, &mut samples);
+            let record = Record::Metrics(MetricRecord {
+                timestamp_ms,
+                samples,
+            });
+            let appended = codec::encode_record(&record)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| journal.append(&bytes).map_err(anyhow::Error::from));
+            let n_samples = match &record {
+                Record::Metrics(m) => m.samples.len(),
+                _ => 0,
+            };
+            (collectors, failures, appended, n_samples)
+        });
+        let (returned, failures, appended, n_samples) = match tick.await {
+            Ok(result) => result,
+            Err(error) => {
+                // A collector panicked: the collectors went down with the thread.
+                error!(%error, "Collection failed; collectors lost, stopping collection.");
+                return;
+            }
+        };
+        collectors = returned;
+        for (collector, error) in failures {
+            warn!(collector, %error, "Collector failed this tick.");
+        }
+        match appended {
+            Ok(appended) => {
+                trace!(
+                    seq = appended.seq,
+                    timestamp_ms, n_samples, "Record journaled."
+                );
+                if appended.evicted > 0 {
+                    warn!(
+                        evicted = appended.evicted,
+                        "Journal full; oldest records evicted."
+                    );
+                }
+                records.send_replace(appended.seq);
+            }
+            Err(error) => error!(%error, "Could not journal this tick's samples."),
+        }
+    }
+}
+
+/// Mirrors the live status to `status.json` every second until shutdown.
+async fn write_status(status: Arc<Status>, journal: Arc<dyn Journal>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(STATUS_WRITE_INTERVAL);
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let stats = journal.stats();
+        let status = Arc::clone(&status);
+        match tokio::task::spawn_blocking(move || status.write(stats)).await {
+            Ok(Ok(())) => warned = false,
+            Ok(Err(error)) if !warned => {
+                warn!(%error, "Cannot write the status file.");
+                warned = true;
+            }
+            _ => {}
+        }
+    }
+}
