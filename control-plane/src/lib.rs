@@ -1,1 +1,2 @@
-//! Placeholder.
+//! The Ai-semble Ops control plane.
+pub mod store;

@@ -37,7 +37,7 @@ impl Labels {
     }
 
     /// Pairs in name order.
-    pub fn iter(&self) -> impl Iterator<Item = &LabelPair> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &LabelPair> {
         self.0.iter()
     }
 

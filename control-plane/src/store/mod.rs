@@ -1,0 +1,678 @@
+//! The embedded time-series store: series, samples, retention and the durable ingest path, on
+//! sled. Like Prometheus' TSDB in miniature: a write-ahead log, an in-memory head of
+//! Gorilla-compressed chunks, and persisted chunks in one sled tree per UTC day.
+//!
+//! Write path: an agent session decodes a batch and resolves its series
+//! ([`resolve::SeriesResolver`]), then [`Store::submit`]s it. One writer thread group-commits
+//! whatever is queued: it appends the batches' payloads (exactly as the agents sent them) and the
+//! agents' new watermarks to the WAL in one atomic sled batch, flushes, appends the samples to
+//! the head, and only then completes the submissions, so an acknowledgement always means
+//! "durable". There is no per-sample disk write.
+//!
+//! A checkpoint thread periodically writes new series definitions, sealed chunks and snapshots of
+//! open chunks to the day trees, records the WAL position they cover, and truncates the WAL up to
+//! it. On open, the store loads the series index and replays the WAL after the checkpoint. A
+//! sample can then exist both in a persisted chunk and in the head; queries merge by timestamp,
+//! so that overlap never shows. Retention drops whole day trees.
+//!
+//! Dedup: the WAL holds each agent's watermark (journal id, highest stored sequence number),
+//! updated atomically with the batch; sessions skip records at or below it.
+
+mod head;
+mod index;
+mod labels;
+mod persist;
+mod resolve;
+
+pub mod chunk;
+
+pub use head::{AppendOutcome, Series};
+pub use index::SeriesId;
+pub use labels::{LabelPair, Labels};
+pub use persist::Watermark;
+pub use resolve::{DecodeError, DecodedBatch, SeriesResolver};
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aisemble_shared::wire::Compression;
+use promql_parser::label::Matcher;
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use head::day_of;
+use index::Index;
+use persist::{WalEntry, chunk_key, chunk_value, wal_key, watermark_key};
+
+/// How the store behaves.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Samples older than this are deleted (whole days at a time). Default 15 days.
+    pub retention: Duration,
+    /// How often the head is written to the day trees and the WAL truncated. Default 30 s.
+    pub checkpoint_interval: Duration,
+    /// sled's page cache. Default 64 MiB (sled's own default is 1 GiB).
+    pub cache_capacity: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(15 * 86_400),
+            checkpoint_interval: Duration::from_secs(30),
+            cache_capacity: 64 << 20,
+        }
+    }
+}
+
+/// Why the store failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (disk full, I/O error, corruption).
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The writer thread is gone (the store is shutting down).
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        Self::Storage(error.to_string())
+    }
+}
+
+/// A batch ready to commit.
+#[derive(Debug)]
+pub struct CommitBatch {
+    /// Agent identity.
+    pub agent: String,
+    /// The agent's journal id.
+    pub journal_id: u64,
+    /// Records at or above this sequence number are new.
+    pub first_new_seq: u64,
+    /// The batch's last sequence number (the new watermark).
+    pub last_seq: u64,
+    /// Compression of `payload`.
+    pub compression: Compression,
+    /// The payload exactly as received (what the WAL keeps).
+    pub payload: Vec<u8>,
+    /// Decoded samples of the new records.
+    pub samples: Vec<(Arc<Series>, i64, f64)>,
+}
+
+/// What a commit stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Samples appended.
+    pub appended: u64,
+    /// Samples older than their series' latest (refused, as Prometheus does).
+    pub out_of_order: u64,
+}
+
+/// A submitted commit; resolves once the batch is durable and applied.
+#[derive(Debug)]
+pub struct PendingCommit(oneshot::Receiver<Result<CommitOutcome, StoreError>>);
+
+impl PendingCommit {
+    /// Waits for the commit.
+    ///
+    /// # Errors
+    /// When the WAL write failed or the store shut down.
+    ///
+    /// # Cancel safety
+    /// Dropping it does not undo the commit.
+    pub async fn wait(self) -> Result<CommitOutcome, StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// A selected series and its samples in the requested range.
+#[derive(Debug, Clone)]
+pub struct SeriesSamples {
+    /// Labels.
+    pub labels: Labels,
+    /// `(timestamp ms, value)` in time order, no duplicate timestamps.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Counters for `/metrics` and `/ops/status`.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Samples appended since start.
+    pub samples_appended: AtomicU64,
+    /// Samples refused as out of order since start.
+    pub samples_out_of_order: AtomicU64,
+    /// Batches committed since start.
+    pub batches_committed: AtomicU64,
+    /// Failed commits since start.
+    pub commit_errors: AtomicU64,
+    /// Completed checkpoints since start.
+    pub checkpoints: AtomicU64,
+    /// Failed checkpoints since start.
+    pub checkpoint_errors: AtomicU64,
+}
+
+enum WriterMessage {
+    Commit(Box<CommitBatch>, oneshot::Sender<Result<CommitOutcome, StoreError>>),
+}
+
+enum CheckpointMessage {
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Inner {
+    db: sled::Db,
+    wal: sled::Tree,
+    meta: sled::Tree,
+    series_tree: sled::Tree,
+    days: RwLock<BTreeMap<i64, sled::Tree>>,
+    index: Arc<RwLock<Index>>,
+    watermarks: Mutex<HashMap<String, Watermark>>,
+    applied_wal_seq: AtomicU64,
+    persisted_series: AtomicU64,
+    counters: StoreCounters,
+    options: StoreOptions,
+}
+
+/// The store. Clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    writer: flume::Sender<WriterMessage>,
+    checkpointer: flume::Sender<CheckpointMessage>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("series", &self.series_count()).finish_non_exhaustive()
+    }
+}
+
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+const MAX_GROUP: usize = 256;
+const WRITER_QUEUE: usize = 1024;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`, loads the index and replays the WAL. Blocking.
+    ///
+    /// # Errors
+    /// When sled cannot open the directory (locked by another process, permissions, corrupt).
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let started = Instant::now();
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let wal = db.open_tree("wal")?;
+        let meta = db.open_tree("meta")?;
+        let series_tree = db.open_tree("series")?;
+
+        let mut index = Index::default();
+        for entry in series_tree.iter() {
+            let (key, value) = entry?;
+            let (Some(id), Some(pairs)) = (
+                <[u8; 4]>::try_from(key.as_ref()).ok().map(u32::from_be_bytes),
+                persist::decode_labels(&value),
+            ) else {
+                warn!("Skipping an undecodable series definition.");
+                continue;
+            };
+            let pairs = pairs
+                .iter()
+                .map(|(n, v)| LabelPair { name: index.intern(n), value: index.intern(v) })
+                .collect();
+            index.insert(SeriesId(id), Labels::new(pairs));
+        }
+        let persisted_series = index.len() as u64;
+
+        let mut days = BTreeMap::new();
+        for name in db.tree_names() {
+            if let Some(day) = persist::parse_day_tree_name(&name) {
+                days.insert(day, db.open_tree(&name)?);
+            }
+        }
+
+        let mut watermarks = HashMap::new();
+        for entry in wal.scan_prefix(b"a") {
+            let (key, value) = entry?;
+            if let (Ok(agent), Some(mark)) = (std::str::from_utf8(&key[1..]), Watermark::decode(&value)) {
+                watermarks.insert(agent.to_owned(), mark);
+            }
+        }
+        let checkpoint = meta
+            .get(CHECKPOINT_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+
+        let inner = Arc::new(Inner {
+            db,
+            wal,
+            meta,
+            series_tree,
+            days: RwLock::new(days),
+            index: Arc::new(RwLock::new(index)),
+            watermarks: Mutex::new(watermarks),
+            applied_wal_seq: AtomicU64::new(checkpoint),
+            persisted_series: AtomicU64::new(persisted_series),
+            counters: StoreCounters::default(),
+            options,
+        });
+        let replayed = inner.replay(checkpoint)?;
+        info!(
+            series = inner.index.read().map_or(0, |i| i.len()),
+            replayed_batches = replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Store opened."
+        );
+
+        let (writer, writer_rx) = flume::bounded(WRITER_QUEUE);
+        let (checkpointer, checkpoint_rx) = flume::unbounded();
+        let writer_inner = Arc::clone(&inner);
+        let checkpoint_inner = Arc::clone(&inner);
+        let spawn_error = |e: std::io::Error| StoreError::Storage(format!("starting a store thread: {e}"));
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || writer_inner.run_writer(&writer_rx))
+                .map_err(spawn_error)?,
+            std::thread::Builder::new()
+                .name("store-checkpoint".into())
+                .spawn(move || checkpoint_inner.run_checkpointer(&checkpoint_rx))
+                .map_err(spawn_error)?,
+        ];
+        Ok(Self { inner, writer, checkpointer, threads: Arc::new(Mutex::new(threads)) })
+    }
+
+    /// The shared series index (for session resolvers).
+    pub fn index(&self) -> Arc<RwLock<Index>> {
+        Arc::clone(&self.inner.index)
+    }
+
+    /// A resolver for one agent's samples.
+    pub fn resolver(&self, agent: &str) -> SeriesResolver {
+        SeriesResolver::new(self.index(), agent)
+    }
+
+    /// The stored watermark of an agent.
+    pub fn watermark(&self, agent: &str) -> Option<Watermark> {
+        lock(&self.inner.watermarks).get(agent).copied()
+    }
+
+    /// Queues a batch for the writer; await the returned [`PendingCommit`] for durability. Batches
+    /// of one agent must be submitted in order, one `submit` completing before the next starts.
+    ///
+    /// # Errors
+    /// When the store is shutting down.
+    ///
+    /// # Cancel safety
+    /// If cancelled before it completes, the batch was not queued.
+    pub async fn submit(&self, batch: CommitBatch) -> Result<PendingCommit, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writer
+            .send_async(WriterMessage::Commit(Box::new(batch), done))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(PendingCommit(wait))
+    }
+
+    /// Series matching every matcher, with their samples in `[mint, maxt]`. Blocking (reads sled).
+    ///
+    /// # Errors
+    /// When sled fails to read.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, StoreError> {
+        let selected: Vec<Arc<Series>> = {
+            let index = read(&self.inner.index);
+            index.select(matchers).into_iter().filter_map(|id| index.series(id).cloned()).collect()
+        };
+        let days: Vec<sled::Tree> = read(&self.inner.days).range(day_of(mint)..=day_of(maxt)).map(|(_, t)| t.clone()).collect();
+        let mut out = Vec::with_capacity(selected.len());
+        for series in selected {
+            let mut samples = Vec::new();
+            // Persisted chunks first; anything from the head's earliest chunk on is in memory.
+            let persisted_until = series.head_min_t().map_or(maxt, |t| (t - 1).min(maxt));
+            if persisted_until >= mint {
+                for tree in &days {
+                    let range = chunk_key(series.id.0, i64::MIN)..=chunk_key(series.id.0, persisted_until);
+                    for entry in tree.range(range) {
+                        let (_, value) = entry?;
+                        let Some((max_t, bytes)) = persist::parse_chunk_value(&value) else { continue };
+                        if max_t < mint {
+                            continue;
+                        }
+                        if let Ok(iter) = chunk::decode(bytes) {
+                            samples.extend(iter.map_while(Result::ok).filter(|(t, _)| *t >= mint && *t <= persisted_until));
+                        }
+                    }
+                }
+            }
+            series.samples(mint, maxt, &mut samples);
+            samples.sort_by_key(|(t, _)| *t);
+            samples.dedup_by_key(|(t, _)| *t);
+            if !samples.is_empty() {
+                out.push(SeriesSamples { labels: series.labels.clone(), samples });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Label sets of the series matching every matcher.
+    pub fn series(&self, matchers: &[Matcher]) -> Vec<Labels> {
+        let index = read(&self.inner.index);
+        index.select(matchers).into_iter().filter_map(|id| index.series(id).map(|s| s.labels.clone())).collect()
+    }
+
+    /// Latest sample of every series written since this process started, if at or after `since`.
+    pub fn latest(&self, since: i64) -> Vec<(Labels, i64, f64)> {
+        let all: Vec<Arc<Series>> = read(&self.inner.index).all().to_vec();
+        all.iter()
+            .filter_map(|s| s.last().filter(|(t, _)| *t >= since).map(|(t, v)| (s.labels.clone(), t, v)))
+            .collect()
+    }
+
+    /// Every label name.
+    pub fn label_names(&self) -> Vec<String> {
+        read(&self.inner.index).label_names()
+    }
+
+    /// Every value of a label.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        read(&self.inner.index).label_values(name)
+    }
+
+    /// Number of series.
+    pub fn series_count(&self) -> usize {
+        read(&self.inner.index).len()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &StoreCounters {
+        &self.inner.counters
+    }
+
+    /// Bytes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.inner.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// A sled tree for other durable state (agent registry), in the same database.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.inner.db.open_tree(name)?)
+    }
+
+    /// Runs a checkpoint now and waits for it (tests, shutdown). Blocking.
+    ///
+    /// # Errors
+    /// When writing fails.
+    pub fn checkpoint_now(&self) -> Result<(), StoreError> {
+        self.inner.checkpoint()
+    }
+
+    /// Drops day trees older than the retention, as of `now_ms`. Blocking.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.inner.apply_retention(now_ms)
+    }
+
+    /// Stops the writer after the queued commits, writes a final checkpoint and flushes. Blocking.
+    pub fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.checkpointer.send(CheckpointMessage::Shutdown(done)).is_ok() {
+            let _ = wait.blocking_recv();
+        }
+        let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
+        // The writer ends when every sender is gone; sessions hold clones, so do not join it.
+        for thread in threads.into_iter().filter(|t| t.thread().name() == Some("store-checkpoint")) {
+            let _ = thread.join();
+        }
+        let _ = self.inner.db.flush();
+    }
+}
+
+impl Inner {
+    fn replay(&self, checkpoint: u64) -> Result<u64, StoreError> {
+        let mut resolvers: HashMap<String, SeriesResolver> = HashMap::new();
+        let mut replayed = 0;
+        let mut last = checkpoint;
+        let mut stale = sled::Batch::default();
+        for entry in self.wal.scan_prefix(b"w") {
+            let (key, value) = entry?;
+            let Some(seq) = persist::wal_seq(&key) else { continue };
+            if seq <= checkpoint {
+                // Left over from a truncation interrupted by a crash.
+                stale.remove(key);
+                continue;
+            }
+            last = seq;
+            let Some(entry) = WalEntry::decode(&value) else {
+                error!(wal_seq = seq, "Skipping an undecodable WAL entry.");
+                continue;
+            };
+            let resolver = resolvers
+                .entry(entry.agent.clone())
+                .or_insert_with(|| SeriesResolver::new(Arc::clone(&self.index), &entry.agent));
+            match resolver.decode_batch(&entry.payload, entry.compression, 0, entry.last_seq, entry.first_new_seq) {
+                Ok(batch) => {
+                    self.apply(&batch.samples);
+                    replayed += 1;
+                }
+                Err(error) => error!(wal_seq = seq, agent = %entry.agent, %error, "Skipping an undecodable WAL batch."),
+            }
+        }
+        self.wal.apply_batch(stale)?;
+        self.applied_wal_seq.store(last, Ordering::Release);
+        Ok(replayed)
+    }
+
+    fn apply(&self, samples: &[(Arc<Series>, i64, f64)]) -> CommitOutcome {
+        let mut outcome = CommitOutcome::default();
+        for (series, t, v) in samples {
+            match series.append(*t, *v) {
+                AppendOutcome::Appended => outcome.appended += 1,
+                AppendOutcome::OutOfOrder => outcome.out_of_order += 1,
+                AppendOutcome::Duplicate => {}
+            }
+        }
+        self.counters.samples_appended.fetch_add(outcome.appended, Ordering::Relaxed);
+        self.counters.samples_out_of_order.fetch_add(outcome.out_of_order, Ordering::Relaxed);
+        outcome
+    }
+
+    fn run_writer(&self, queue: &flume::Receiver<WriterMessage>) {
+        let mut wal_seq = self.applied_wal_seq.load(Ordering::Acquire);
+        while let Ok(first) = queue.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(&mut wal_seq, group);
+        }
+    }
+
+    fn commit_group(&self, wal_seq: &mut u64, group: Vec<WriterMessage>) {
+        let mut batch = sled::Batch::default();
+        let mut marks = HashMap::new();
+        for WriterMessage::Commit(commit, _) in &group {
+            *wal_seq += 1;
+            let entry = WalEntry {
+                agent: commit.agent.clone(),
+                journal_id: commit.journal_id,
+                first_new_seq: commit.first_new_seq,
+                last_seq: commit.last_seq,
+                compression: commit.compression,
+                payload: commit.payload.clone(),
+            };
+            batch.insert(&wal_key(*wal_seq), entry.encode());
+            let mark = Watermark { journal_id: commit.journal_id, upto: commit.last_seq };
+            batch.insert(watermark_key(&commit.agent), &mark.encode());
+            marks.insert(commit.agent.clone(), mark);
+        }
+        let durable = self.wal.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+        if let Err(error) = durable {
+            error!(%error, batches = group.len(), "WAL write failed; batches not acknowledged.");
+            self.counters.commit_errors.fetch_add(group.len() as u64, Ordering::Relaxed);
+            let error = StoreError::from(error);
+            for WriterMessage::Commit(_, done) in group {
+                let _ = done.send(Err(error.clone()));
+            }
+            return;
+        }
+        lock(&self.watermarks).extend(marks);
+        for WriterMessage::Commit(commit, done) in group {
+            let outcome = self.apply(&commit.samples);
+            self.counters.batches_committed.fetch_add(1, Ordering::Relaxed);
+            let _ = done.send(Ok(outcome));
+        }
+        self.applied_wal_seq.store(*wal_seq, Ordering::Release);
+    }
+
+    fn run_checkpointer(&self, control: &flume::Receiver<CheckpointMessage>) {
+        let mut last_retention: Option<Instant> = None;
+        loop {
+            let shutdown = match control.recv_timeout(self.options.checkpoint_interval) {
+                Ok(CheckpointMessage::Shutdown(done)) => Some(done),
+                Err(flume::RecvTimeoutError::Timeout) => None,
+                Err(flume::RecvTimeoutError::Disconnected) => return,
+            };
+            if let Err(error) = self.checkpoint() {
+                self.counters.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                error!(%error, "Checkpoint failed; the WAL keeps the data and the next one retries.");
+            }
+            if let Some(done) = shutdown {
+                let _ = done.send(());
+                return;
+            }
+            if last_retention.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+                last_retention = Some(Instant::now());
+                if let Err(error) = self.apply_retention(now_ms()) {
+                    error!(%error, "Retention failed.");
+                }
+            }
+        }
+    }
+
+    fn day_tree(&self, day: i64) -> Result<sled::Tree, StoreError> {
+        if let Some(tree) = read(&self.days).get(&day) {
+            return Ok(tree.clone());
+        }
+        let tree = self.db.open_tree(persist::day_tree_name(day))?;
+        write(&self.days).insert(day, tree.clone());
+        Ok(tree)
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let upto = self.applied_wal_seq.load(Ordering::Acquire);
+        let all: Vec<Arc<Series>> = read(&self.index).all().to_vec();
+
+        let persisted = self.persisted_series.load(Ordering::Acquire) as usize;
+        let mut definitions = sled::Batch::default();
+        for series in all.iter().skip(persisted) {
+            let pairs = series.labels.iter().map(|p| (&*p.name, &*p.value));
+            definitions.insert(&series.id.0.to_be_bytes(), persist::encode_labels(pairs));
+        }
+        self.series_tree.apply_batch(definitions)?;
+
+        let mut per_day: BTreeMap<i64, sled::Batch> = BTreeMap::new();
+        let mut released = Vec::new();
+        let mut n_chunks = 0usize;
+        for series in &all {
+            let persistable = series.persistable();
+            if let Some(last) = persistable.sealed.last() {
+                released.push((Arc::clone(series), last.min_t));
+            }
+            for chunk in persistable.sealed.iter().chain(&persistable.open) {
+                per_day
+                    .entry(day_of(chunk.min_t))
+                    .or_default()
+                    .insert(&chunk_key(series.id.0, chunk.min_t), chunk_value(chunk.max_t, &chunk.bytes));
+                n_chunks += 1;
+            }
+        }
+        let written = per_day
+            .into_iter()
+            .try_for_each(|(day, batch)| self.day_tree(day)?.apply_batch(batch).map_err(StoreError::from))
+            .and_then(|()| self.db.flush().map(|_| ()).map_err(StoreError::from));
+        if let Err(error) = written {
+            // The open chunks were marked clean when taken; make the next checkpoint take them again.
+            for series in &all {
+                series.mark_dirty();
+            }
+            return Err(error);
+        }
+        self.meta.insert(CHECKPOINT_KEY, &upto.to_be_bytes())?;
+        self.db.flush()?;
+        self.persisted_series.store(all.len() as u64, Ordering::Release);
+        for (series, min_t) in released {
+            series.release_sealed(min_t);
+        }
+        let mut truncate = sled::Batch::default();
+        let mut n_wal = 0usize;
+        for key in self.wal.range(wal_key(0)..=wal_key(upto)).keys() {
+            truncate.remove(key?);
+            n_wal += 1;
+        }
+        self.wal.apply_batch(truncate)?;
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            chunks = n_chunks,
+            wal_entries = n_wal,
+            wal_upto = upto,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Checkpoint written."
+        );
+        Ok(())
+    }
+
+    fn apply_retention(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let retention_ms = i64::try_from(self.options.retention.as_millis()).unwrap_or(i64::MAX);
+        let oldest_kept = day_of(now_ms.saturating_sub(retention_ms));
+        let expired: Vec<i64> = read(&self.days).range(..oldest_kept).map(|(day, _)| *day).collect();
+        for day in &expired {
+            self.db.drop_tree(persist::day_tree_name(*day))?;
+            write(&self.days).remove(day);
+        }
+        if !expired.is_empty() {
+            info!(days = expired.len(), "Retention removed expired days.");
+        }
+        Ok(expired.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;
