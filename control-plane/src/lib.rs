@@ -1,2 +1,11 @@
 //! The Ai-semble Ops control plane.
+pub mod api;
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod ingest;
+pub mod query;
+pub mod registry;
+pub mod server;
 pub mod store;
+pub mod telemetry;

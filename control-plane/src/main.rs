@@ -1,1 +1,377 @@
-fn main() {}
+//! `aisemble-cp`: glue only — arguments, settings, tracing, signals. The work is in the library.
+#![allow(clippy::print_stdout)] // A CLI prints its results.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use aisemble_control_plane::{
+    auth::Role,
+    commands,
+    config::{Overrides, Settings},
+    server::ControlPlane,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Exit code for an unusable config (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(name = "aisemble-cp", version, about = "Ai-semble Ops control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServerArgs {
+    /// Config file (see control-plane.example.toml); flags override it.
+    #[arg(long, env = "AISEMBLE_CP_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory [default: ./aisemble-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http: Option<String>,
+    /// QUIC listen address for agents [default: 0.0.0.0:7443].
+    #[arg(long)]
+    quic: Option<String>,
+    /// Log format; `auto` is pretty on a terminal and JSON otherwise.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DataArgs {
+    /// Config file.
+    #[arg(long, env = "AISEMBLE_CP_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory [default: ./aisemble-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane.
+    Serve(ServerArgs),
+    /// Run the control plane plus one local agent, and print the dashboard URL and a token.
+    Quickstart(ServerArgs),
+    /// Manage the certificate authority and agent certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Check a config file and exit.
+    CheckConfig {
+        /// Config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Create the CA and the server certificate (done automatically on first start).
+    Init(DataArgs),
+    /// Issue an agent certificate and write ca.pem, agent.pem, agent.key and agent.toml.
+    IssueAgent {
+        /// Agent name (its identity and `host` label).
+        name: String,
+        /// Output directory [default: ./NAME].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Control plane HOST:PORT for the agent's config [default: server.public_address].
+        #[arg(long)]
+        address: Option<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke every certificate issued to an agent; a running control plane disconnects it.
+    Revoke {
+        /// Agent name.
+        name: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List issued agent certificates.
+    List(DataArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create an API token (printed once).
+    Create {
+        /// Role.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Name for the token.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List tokens (never the tokens themselves).
+    List(DataArgs),
+    /// Revoke tokens by id or name.
+    Revoke {
+        /// Token id or name.
+        id: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => run_server(args, false),
+        Command::Quickstart(args) => run_server(args, true),
+        Command::CheckConfig { file } => match Settings::load(Some(&file), &Overrides::default()) {
+            Ok(settings) => {
+                println!(
+                    "{}: ok (HTTP {}, QUIC {}, data {})",
+                    file.display(),
+                    settings.http,
+                    settings.quic,
+                    settings.data_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Certs(command) => oneshot(
+            match &command {
+                CertsCommand::Init(data) | CertsCommand::List(data) => data.clone(),
+                CertsCommand::IssueAgent { data, .. } | CertsCommand::Revoke { data, .. } => {
+                    data.clone()
+                }
+            },
+            |settings| match command {
+                CertsCommand::Init(_) => commands::certs_init(settings),
+                CertsCommand::IssueAgent {
+                    name,
+                    out,
+                    address,
+                    days,
+                    ..
+                } => {
+                    let out = out.unwrap_or_else(|| PathBuf::from(&name));
+                    commands::certs_issue_agent(settings, &name, &out, address.as_deref(), days)
+                }
+                CertsCommand::Revoke { name, .. } => commands::certs_revoke(settings, &name),
+                CertsCommand::List(_) => commands::certs_list(settings),
+            },
+        ),
+        Command::Token(command) => oneshot(
+            match &command {
+                TokenCommand::Create { data, .. }
+                | TokenCommand::Revoke { data, .. }
+                | TokenCommand::List(data) => data.clone(),
+            },
+            |settings| match command {
+                TokenCommand::Create { role, name, .. } => {
+                    commands::token_create(settings, role, &name)
+                }
+                TokenCommand::List(_) => commands::token_list(settings),
+                TokenCommand::Revoke { id, .. } => commands::token_revoke(settings, &id),
+            },
+        ),
+    }
+}
+
+fn settings(config: Option<&PathBuf>, overrides: &Overrides) -> Result<Settings, ExitCode> {
+    Settings::load(config.map(PathBuf::as_path), overrides).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn oneshot(data: DataArgs, run: impl FnOnce(&Settings) -> anyhow::Result<String>) -> ExitCode {
+    let overrides = Overrides {
+        data_dir: data.data_dir,
+        ..Overrides::default()
+    };
+    let settings = match settings(data.config.as_ref(), &overrides) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    match run(&settings) {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(args: ServerArgs, quickstart: bool) -> ExitCode {
+    init_tracing(args.log_format);
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        http: args.http.clone(),
+        quic: args.quic.clone(),
+    };
+    let settings = match settings(args.config.as_ref(), &overrides) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings, quickstart)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "Control plane failed.");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings, quickstart: bool) -> anyhow::Result<()> {
+    let control_plane = ControlPlane::start(settings.clone()).await?;
+    let shutdown = control_plane.shutdown_token();
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let http = control_plane.http;
+    if let Some(token) = &control_plane.first_admin_token {
+        println!("Admin API token (shown once, stored hashed): {token}");
+    }
+    let agent = if quickstart {
+        Some(start_local_agent(&settings, &control_plane).await?)
+    } else {
+        None
+    };
+    println!("Dashboard and API: http://{http}/");
+    println!("Prometheus metrics: http://{http}/metrics");
+    println!("QUIC ingest for agents: {}", control_plane.quic);
+    println!("Press Ctrl-C to stop.");
+    shutdown.cancelled().await;
+    if let Some((task, stop)) = agent {
+        stop.cancel();
+        if let Ok(Err(error)) = task.await {
+            tracing::error!(error = format!("{error:#}"), "Local agent failed.");
+        }
+    }
+    signals.abort();
+    control_plane.stop().await;
+    Ok(())
+}
+
+#[cfg(feature = "embedded-agent")]
+async fn start_local_agent(
+    settings: &Settings,
+    control_plane: &ControlPlane,
+) -> anyhow::Result<(
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    CancellationToken,
+)> {
+    use anyhow::Context as _;
+    let settings_for_files = settings.clone();
+    let quic = control_plane.quic;
+    let config = tokio::task::spawn_blocking(move || {
+        commands::quickstart_agent_config(&settings_for_files, quic)
+    })
+    .await??;
+    let agent_settings =
+        aisemble_agent::Settings::load(&config).context("loading the quickstart agent's config")?;
+    let (_, token) = control_plane
+        .state
+        .auth
+        .create(Role::Admin, "quickstart")
+        .context("creating a token")?;
+    println!(
+        "Local agent {} (config {}), streaming over mutual-TLS QUIC.",
+        agent_settings.name,
+        config.display()
+    );
+    println!("Admin API token for this session: {token}");
+    println!(
+        "Try: curl -H 'Authorization: Bearer {token}' http://{}/ops/agents",
+        control_plane.http
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(aisemble_agent::run(agent_settings, stop.clone()));
+    Ok((task, stop))
+}
+
+#[cfg(not(feature = "embedded-agent"))]
+async fn start_local_agent(
+    _: &Settings,
+    _: &ControlPlane,
+) -> anyhow::Result<(
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    CancellationToken,
+)> {
+    anyhow::bail!(
+        "this build has no embedded agent (feature `embedded-agent`); run `serve` and an aisemble-agent instead"
+    )
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers.");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received."),
+        _ = int.recv() => tracing::info!("SIGINT received."),
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("aisemble_control_plane=info,aisemble_agent=info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
+}

@@ -101,13 +101,18 @@ impl XorAppender {
             }
             _ => {
                 if t <= self.last_t {
-                    return Err(AppendError::OutOfOrder { last: self.last_t, got: t });
+                    return Err(AppendError::OutOfOrder {
+                        last: self.last_t,
+                        got: t,
+                    });
                 }
                 let delta = t.checked_sub(self.last_t).ok_or(AppendError::GapTooLarge)?;
                 if self.count == 1 {
                     self.bits.write_varint(delta as u64);
                 } else {
-                    let dod = delta.checked_sub(self.last_delta).ok_or(AppendError::GapTooLarge)?;
+                    let dod = delta
+                        .checked_sub(self.last_delta)
+                        .ok_or(AppendError::GapTooLarge)?;
                     self.write_dod(dod);
                 }
                 self.write_value(v);
@@ -227,7 +232,10 @@ impl XorAppender {
             // Clear padding so later writes can OR into it.
             *last &= !(0xffu8 >> (used_bits % 8));
         }
-        appender.bits = BitWriter { bytes: out, bit: used_bits % 8 };
+        appender.bits = BitWriter {
+            bytes: out,
+            bit: used_bits % 8,
+        };
         Ok(appender)
     }
 }
@@ -249,9 +257,14 @@ pub fn encode(samples: &[(i64, f64)]) -> Result<Vec<u8>, AppendError> {
 /// # Errors
 /// When the header is missing.
 pub fn decode(bytes: &[u8]) -> Result<ChunkIter<'_>, ChunkError> {
-    let (header, stream) = bytes.split_first_chunk::<HEADER_BYTES>().ok_or(ChunkError::Truncated)?;
+    let (header, stream) = bytes
+        .split_first_chunk::<HEADER_BYTES>()
+        .ok_or(ChunkError::Truncated)?;
     Ok(ChunkIter {
-        bits: BitReader { bytes: stream, position: 0 },
+        bits: BitReader {
+            bytes: stream,
+            position: 0,
+        },
         remaining: usize::from(u16::from_be_bytes(*header)),
         index: 0,
         t: 0,
@@ -296,7 +309,9 @@ impl ChunkIter<'_> {
                 let delta = if self.index == 1 {
                     i64::try_from(self.bits.read_varint()?).map_err(|_| ChunkError::Corrupt)?
                 } else {
-                    self.delta.checked_add(self.read_dod()?).ok_or(ChunkError::Corrupt)?
+                    self.delta
+                        .checked_add(self.read_dod()?)
+                        .ok_or(ChunkError::Corrupt)?
                 };
                 self.t = self.t.checked_add(delta).ok_or(ChunkError::Corrupt)?;
                 self.delta = delta;
@@ -366,7 +381,11 @@ impl Iterator for ChunkIter<'_> {
 }
 
 fn mask(bits: u32) -> u64 {
-    if bits >= 64 { u64::MAX } else { (1 << bits) - 1 }
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1 << bits) - 1
+    }
 }
 
 fn sign_extend(value: u64, bits: u32) -> i64 {

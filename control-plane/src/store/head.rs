@@ -77,7 +77,11 @@ pub struct Persistable {
 impl Series {
     /// An empty series.
     pub fn new(id: SeriesId, labels: Labels) -> Self {
-        Self { id, labels, head: Mutex::new(MemSeries::default()) }
+        Self {
+            id,
+            labels,
+            head: Mutex::new(MemSeries::default()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, MemSeries> {
@@ -94,13 +98,16 @@ impl Series {
                 return AppendOutcome::OutOfOrder;
             }
             if t == last_t {
-                return if last_v.to_bits() == v.to_bits() { AppendOutcome::Duplicate } else { AppendOutcome::OutOfOrder };
+                return if last_v.to_bits() == v.to_bits() {
+                    AppendOutcome::Duplicate
+                } else {
+                    AppendOutcome::OutOfOrder
+                };
             }
         }
-        let seal = head
-            .open
-            .as_ref()
-            .is_some_and(|open| open.len() >= MAX_CHUNK_SAMPLES || open.first_timestamp().map(day_of) != Some(day_of(t)));
+        let seal = head.open.as_ref().is_some_and(|open| {
+            open.len() >= MAX_CHUNK_SAMPLES || open.first_timestamp().map(day_of) != Some(day_of(t))
+        });
         if seal && let Some(open) = head.open.take() {
             if let Some(chunk) = encoded(&open) {
                 head.sealed.push(chunk);
@@ -125,7 +132,10 @@ impl Series {
     pub fn samples(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         let head = self.lock();
         let chunks = head.sealed.iter().map(|c| (c.min_t, c.max_t, &c.bytes[..]));
-        let open = head.open.as_ref().and_then(|o| Some((o.first_timestamp()?, o.last_timestamp()?, o.bytes())));
+        let open = head
+            .open
+            .as_ref()
+            .and_then(|o| Some((o.first_timestamp()?, o.last_timestamp()?, o.bytes())));
         for (min_t, max_t, bytes) in chunks.chain(open) {
             if max_t < mint || min_t > maxt {
                 continue;
@@ -133,7 +143,10 @@ impl Series {
             // Chunks in memory were encoded here, so they decode; a failure would be a bug, and
             // the samples decoded up to it are still returned.
             if let Ok(iter) = chunk::decode(bytes) {
-                out.extend(iter.map_while(Result::ok).filter(|(t, _)| *t >= mint && *t <= maxt));
+                out.extend(
+                    iter.map_while(Result::ok)
+                        .filter(|(t, _)| *t >= mint && *t <= maxt),
+                );
             }
         }
     }
@@ -142,15 +155,25 @@ impl Series {
     /// copies of what memory holds.
     pub fn head_min_t(&self) -> Option<i64> {
         let head = self.lock();
-        head.sealed.first().map(|c| c.min_t).or_else(|| head.open.as_ref().and_then(XorAppender::first_timestamp))
+        head.sealed
+            .first()
+            .map(|c| c.min_t)
+            .or_else(|| head.open.as_ref().and_then(XorAppender::first_timestamp))
     }
 
     /// What a checkpoint has to write. Marks the open chunk clean.
     pub fn persistable(&self) -> Persistable {
         let mut head = self.lock();
-        let open = if head.open_dirty { head.open.as_ref().and_then(encoded) } else { None };
+        let open = if head.open_dirty {
+            head.open.as_ref().and_then(encoded)
+        } else {
+            None
+        };
         head.open_dirty = false;
-        Persistable { sealed: head.sealed.clone(), open }
+        Persistable {
+            sealed: head.sealed.clone(),
+            open,
+        }
     }
 
     /// Drops sealed chunks up to and including the one starting at `min_t`, once written.
@@ -165,7 +188,11 @@ impl Series {
 }
 
 fn encoded(open: &XorAppender) -> Option<EncodedChunk> {
-    Some(EncodedChunk { min_t: open.first_timestamp()?, max_t: open.last_timestamp()?, bytes: Arc::from(open.bytes()) })
+    Some(EncodedChunk {
+        min_t: open.first_timestamp()?,
+        max_t: open.last_timestamp()?,
+        bytes: Arc::from(open.bytes()),
+    })
 }
 
 #[cfg(test)]
@@ -199,8 +226,14 @@ mod tests {
         let p = s.persistable();
         assert_eq!(p.sealed.len(), 1);
         assert_eq!(p.sealed[0].max_t, (MAX_CHUNK_SAMPLES as i64 - 1) * 1000);
-        assert_eq!(p.open.as_ref().map(|c| c.min_t), Some(MAX_CHUNK_SAMPLES as i64 * 1000));
-        assert!(s.persistable().open.is_none(), "clean after a checkpoint took it");
+        assert_eq!(
+            p.open.as_ref().map(|c| c.min_t),
+            Some(MAX_CHUNK_SAMPLES as i64 * 1000)
+        );
+        assert!(
+            s.persistable().open.is_none(),
+            "clean after a checkpoint took it"
+        );
 
         let s = series();
         s.append(DAY_MS - 1000, 1.0);

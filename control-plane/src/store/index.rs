@@ -44,7 +44,9 @@ impl Index {
 
     /// The series with exactly these labels, if it exists.
     pub fn get(&self, labels: &Labels) -> Option<&Arc<Series>> {
-        self.by_labels.get(labels).map(|id| &self.series[id.0 as usize])
+        self.by_labels
+            .get(labels)
+            .map(|id| &self.series[id.0 as usize])
     }
 
     /// The series with these labels, created if new; the flag tells whether it was created.
@@ -62,7 +64,8 @@ impl Index {
     pub fn insert(&mut self, id: SeriesId, labels: Labels) {
         while self.series.len() < id.0 as usize {
             let placeholder = SeriesId(self.series.len() as u32);
-            self.series.push(Arc::new(Series::new(placeholder, Labels::new(Vec::new()))));
+            self.series
+                .push(Arc::new(Series::new(placeholder, Labels::new(Vec::new()))));
         }
         for pair in labels.iter() {
             self.postings
@@ -102,7 +105,8 @@ impl Index {
         let mut result: Option<Vec<SeriesId>> = None;
         // Matchers that do not match "" restrict to series having the label: evaluate them first,
         // they are the selective ones.
-        let (positive, negative): (Vec<&Matcher>, Vec<&Matcher>) = matchers.iter().partition(|m| !m.is_match(""));
+        let (positive, negative): (Vec<&Matcher>, Vec<&Matcher>) =
+            matchers.iter().partition(|m| !m.is_match(""));
         for matcher in positive {
             let ids = self.matching_ids(matcher);
             result = Some(match result {
@@ -113,7 +117,8 @@ impl Index {
                 return Vec::new();
             }
         }
-        let mut ids = result.unwrap_or_else(|| (0..self.series.len() as u32).map(SeriesId).collect());
+        let mut ids =
+            result.unwrap_or_else(|| (0..self.series.len() as u32).map(SeriesId).collect());
         for matcher in negative {
             // Matches "": drop only series that have the label with a value the matcher rejects.
             let rejected = self.rejected_ids(matcher);
@@ -123,14 +128,26 @@ impl Index {
     }
 
     fn matching_ids(&self, matcher: &Matcher) -> Vec<SeriesId> {
-        let Some(values) = self.postings.get(matcher.name.as_str()) else { return Vec::new() };
-        let lists: Vec<&Vec<SeriesId>> = values.iter().filter(|(v, _)| matcher.is_match(v)).map(|(_, ids)| ids).collect();
+        let Some(values) = self.postings.get(matcher.name.as_str()) else {
+            return Vec::new();
+        };
+        let lists: Vec<&Vec<SeriesId>> = values
+            .iter()
+            .filter(|(v, _)| matcher.is_match(v))
+            .map(|(_, ids)| ids)
+            .collect();
         union(&lists)
     }
 
     fn rejected_ids(&self, matcher: &Matcher) -> Vec<SeriesId> {
-        let Some(values) = self.postings.get(matcher.name.as_str()) else { return Vec::new() };
-        let lists: Vec<&Vec<SeriesId>> = values.iter().filter(|(v, _)| !matcher.is_match(v)).map(|(_, ids)| ids).collect();
+        let Some(values) = self.postings.get(matcher.name.as_str()) else {
+            return Vec::new();
+        };
+        let lists: Vec<&Vec<SeriesId>> = values
+            .iter()
+            .filter(|(v, _)| !matcher.is_match(v))
+            .map(|(_, ids)| ids)
+            .collect();
         union(&lists)
     }
 
@@ -143,8 +160,11 @@ impl Index {
 
     /// Every value of label `name`, sorted.
     pub fn label_values(&self, name: &str) -> Vec<String> {
-        let mut values: Vec<String> =
-            self.postings.get(name).map(|v| v.keys().map(|s| s.to_string()).collect()).unwrap_or_default();
+        let mut values: Vec<String> = self
+            .postings
+            .get(name)
+            .map(|v| v.keys().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
         values.sort();
         values
     }
@@ -152,9 +172,15 @@ impl Index {
     /// Builds the label set of a sample: its metric name, its labels, and `host`.
     pub fn labels_for(&mut self, name: &str, labels: &[(&str, &str)]) -> Labels {
         let mut pairs = Vec::with_capacity(labels.len() + 1);
-        pairs.push(LabelPair { name: self.intern(METRIC_NAME_LABEL), value: self.intern(name) });
+        pairs.push(LabelPair {
+            name: self.intern(METRIC_NAME_LABEL),
+            value: self.intern(name),
+        });
         for (n, v) in labels {
-            pairs.push(LabelPair { name: self.intern(n), value: self.intern(v) });
+            pairs.push(LabelPair {
+                name: self.intern(n),
+                value: self.intern(v),
+            });
         }
         Labels::new(pairs)
     }
@@ -229,12 +255,24 @@ mod tests {
 
     fn re(name: &str, pattern: &str, negate: bool) -> Matcher {
         let regex = regex::Regex::new(&format!("^(?:{pattern})$")).expect("regex");
-        Matcher::new(if negate { MatchOp::NotRe(regex) } else { MatchOp::Re(regex) }, name, pattern)
+        Matcher::new(
+            if negate {
+                MatchOp::NotRe(regex)
+            } else {
+                MatchOp::Re(regex)
+            },
+            name,
+            pattern,
+        )
     }
 
     #[track_caller]
     fn check(matchers: &[Matcher], expected: &[u32]) {
-        let got: Vec<u32> = index().select(matchers).into_iter().map(|id| id.0).collect();
+        let got: Vec<u32> = index()
+            .select(matchers)
+            .into_iter()
+            .map(|id| id.0)
+            .collect();
         assert_eq!(got, expected);
     }
 
@@ -242,14 +280,35 @@ mod tests {
     fn selects_like_prometheus() {
         let name = |n: &str| Matcher::new(MatchOp::Equal, "__name__", n);
         check(&[name("disk")], &[0, 1, 2]);
-        check(&[name("disk"), Matcher::new(MatchOp::Equal, "host", "a")], &[0, 1]);
-        check(&[name("disk"), Matcher::new(MatchOp::NotEqual, "mount", "/")], &[1]);
-        check(&[name("cpu"), Matcher::new(MatchOp::Equal, "mount", "")], &[3, 4]);
-        check(&[re("__name__", "cpu|disk", false), Matcher::new(MatchOp::Equal, "mount", "")], &[3, 4]);
-        check(&[re("__name__", ".+", false), re("host", "b", true)], &[0, 1, 3]);
+        check(
+            &[name("disk"), Matcher::new(MatchOp::Equal, "host", "a")],
+            &[0, 1],
+        );
+        check(
+            &[name("disk"), Matcher::new(MatchOp::NotEqual, "mount", "/")],
+            &[1],
+        );
+        check(
+            &[name("cpu"), Matcher::new(MatchOp::Equal, "mount", "")],
+            &[3, 4],
+        );
+        check(
+            &[
+                re("__name__", "cpu|disk", false),
+                Matcher::new(MatchOp::Equal, "mount", ""),
+            ],
+            &[3, 4],
+        );
+        check(
+            &[re("__name__", ".+", false), re("host", "b", true)],
+            &[0, 1, 3],
+        );
         check(&[name("nope")], &[]);
         check(&[re("mount", "/.*", false)], &[0, 1, 2]);
-        check(&[name("cpu"), Matcher::new(MatchOp::NotEqual, "mount", "")], &[]);
+        check(
+            &[name("cpu"), Matcher::new(MatchOp::NotEqual, "mount", "")],
+            &[],
+        );
     }
 
     #[test]

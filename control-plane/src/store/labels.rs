@@ -33,7 +33,8 @@ impl Labels {
 
     /// The metric name (`__name__`), or "" if absent.
     pub fn metric_name(&self) -> &str {
-        self.get(aisemble_shared::metrics::METRIC_NAME_LABEL).unwrap_or("")
+        self.get(aisemble_shared::metrics::METRIC_NAME_LABEL)
+            .unwrap_or("")
     }
 
     /// Pairs in name order.
@@ -64,7 +65,10 @@ impl fmt::Display for Labels {
         f.write_str(self.metric_name())?;
         f.write_str("{")?;
         let mut first = true;
-        for pair in self.iter().filter(|p| &*p.name != aisemble_shared::metrics::METRIC_NAME_LABEL) {
+        for pair in self
+            .iter()
+            .filter(|p| &*p.name != aisemble_shared::metrics::METRIC_NAME_LABEL)
+        {
             if !first {
                 f.write_str(", ")?;
             }

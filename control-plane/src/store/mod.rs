@@ -162,7 +162,10 @@ pub struct StoreCounters {
 }
 
 enum WriterMessage {
-    Commit(Box<CommitBatch>, oneshot::Sender<Result<CommitOutcome, StoreError>>),
+    Commit(
+        Box<CommitBatch>,
+        oneshot::Sender<Result<CommitOutcome, StoreError>>,
+    ),
 }
 
 enum CheckpointMessage {
@@ -194,7 +197,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("series", &self.series_count()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("series", &self.series_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -216,7 +221,9 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Store {
@@ -239,7 +246,9 @@ impl Store {
         for entry in series_tree.iter() {
             let (key, value) = entry?;
             let (Some(id), Some(pairs)) = (
-                <[u8; 4]>::try_from(key.as_ref()).ok().map(u32::from_be_bytes),
+                <[u8; 4]>::try_from(key.as_ref())
+                    .ok()
+                    .map(u32::from_be_bytes),
                 persist::decode_labels(&value),
             ) else {
                 warn!("Skipping an undecodable series definition.");
@@ -247,7 +256,10 @@ impl Store {
             };
             let pairs = pairs
                 .iter()
-                .map(|(n, v)| LabelPair { name: index.intern(n), value: index.intern(v) })
+                .map(|(n, v)| LabelPair {
+                    name: index.intern(n),
+                    value: index.intern(v),
+                })
                 .collect();
             index.insert(SeriesId(id), Labels::new(pairs));
         }
@@ -263,7 +275,9 @@ impl Store {
         let mut watermarks = HashMap::new();
         for entry in wal.scan_prefix(b"a") {
             let (key, value) = entry?;
-            if let (Ok(agent), Some(mark)) = (std::str::from_utf8(&key[1..]), Watermark::decode(&value)) {
+            if let (Ok(agent), Some(mark)) =
+                (std::str::from_utf8(&key[1..]), Watermark::decode(&value))
+            {
                 watermarks.insert(agent.to_owned(), mark);
             }
         }
@@ -297,7 +311,8 @@ impl Store {
         let (checkpointer, checkpoint_rx) = flume::unbounded();
         let writer_inner = Arc::clone(&inner);
         let checkpoint_inner = Arc::clone(&inner);
-        let spawn_error = |e: std::io::Error| StoreError::Storage(format!("starting a store thread: {e}"));
+        let spawn_error =
+            |e: std::io::Error| StoreError::Storage(format!("starting a store thread: {e}"));
         let threads = vec![
             std::thread::Builder::new()
                 .name("store-writer".into())
@@ -308,7 +323,12 @@ impl Store {
                 .spawn(move || checkpoint_inner.run_checkpointer(&checkpoint_rx))
                 .map_err(spawn_error)?,
         ];
-        Ok(Self { inner, writer, checkpointer, threads: Arc::new(Mutex::new(threads)) })
+        Ok(Self {
+            inner,
+            writer,
+            checkpointer,
+            threads: Arc::new(Mutex::new(threads)),
+        })
     }
 
     /// The shared series index (for session resolvers).
@@ -347,12 +367,24 @@ impl Store {
     ///
     /// # Errors
     /// When sled fails to read.
-    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, StoreError> {
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
         let selected: Vec<Arc<Series>> = {
             let index = read(&self.inner.index);
-            index.select(matchers).into_iter().filter_map(|id| index.series(id).cloned()).collect()
+            index
+                .select(matchers)
+                .into_iter()
+                .filter_map(|id| index.series(id).cloned())
+                .collect()
         };
-        let days: Vec<sled::Tree> = read(&self.inner.days).range(day_of(mint)..=day_of(maxt)).map(|(_, t)| t.clone()).collect();
+        let days: Vec<sled::Tree> = read(&self.inner.days)
+            .range(day_of(mint)..=day_of(maxt))
+            .map(|(_, t)| t.clone())
+            .collect();
         let mut out = Vec::with_capacity(selected.len());
         for series in selected {
             let mut samples = Vec::new();
@@ -360,15 +392,21 @@ impl Store {
             let persisted_until = series.head_min_t().map_or(maxt, |t| (t - 1).min(maxt));
             if persisted_until >= mint {
                 for tree in &days {
-                    let range = chunk_key(series.id.0, i64::MIN)..=chunk_key(series.id.0, persisted_until);
+                    let range =
+                        chunk_key(series.id.0, i64::MIN)..=chunk_key(series.id.0, persisted_until);
                     for entry in tree.range(range) {
                         let (_, value) = entry?;
-                        let Some((max_t, bytes)) = persist::parse_chunk_value(&value) else { continue };
+                        let Some((max_t, bytes)) = persist::parse_chunk_value(&value) else {
+                            continue;
+                        };
                         if max_t < mint {
                             continue;
                         }
                         if let Ok(iter) = chunk::decode(bytes) {
-                            samples.extend(iter.map_while(Result::ok).filter(|(t, _)| *t >= mint && *t <= persisted_until));
+                            samples.extend(
+                                iter.map_while(Result::ok)
+                                    .filter(|(t, _)| *t >= mint && *t <= persisted_until),
+                            );
                         }
                     }
                 }
@@ -377,7 +415,10 @@ impl Store {
             samples.sort_by_key(|(t, _)| *t);
             samples.dedup_by_key(|(t, _)| *t);
             if !samples.is_empty() {
-                out.push(SeriesSamples { labels: series.labels.clone(), samples });
+                out.push(SeriesSamples {
+                    labels: series.labels.clone(),
+                    samples,
+                });
             }
         }
         Ok(out)
@@ -386,14 +427,37 @@ impl Store {
     /// Label sets of the series matching every matcher.
     pub fn series(&self, matchers: &[Matcher]) -> Vec<Labels> {
         let index = read(&self.inner.index);
-        index.select(matchers).into_iter().filter_map(|id| index.series(id).map(|s| s.labels.clone())).collect()
+        index
+            .select(matchers)
+            .into_iter()
+            .filter_map(|id| index.series(id).map(|s| s.labels.clone()))
+            .collect()
     }
 
     /// Latest sample of every series written since this process started, if at or after `since`.
     pub fn latest(&self, since: i64) -> Vec<(Labels, i64, f64)> {
         let all: Vec<Arc<Series>> = read(&self.inner.index).all().to_vec();
         all.iter()
-            .filter_map(|s| s.last().filter(|(t, _)| *t >= since).map(|(t, v)| (s.labels.clone(), t, v)))
+            .filter_map(|s| {
+                s.last()
+                    .filter(|(t, _)| *t >= since)
+                    .map(|(t, v)| (s.labels.clone(), t, v))
+            })
+            .collect()
+    }
+
+    /// Latest in-memory sample of the series matching every matcher, if at or after `since`.
+    pub fn latest_matching(&self, matchers: &[Matcher], since: i64) -> Vec<(Labels, i64, f64)> {
+        let index = read(&self.inner.index);
+        index
+            .select(matchers)
+            .into_iter()
+            .filter_map(|id| index.series(id))
+            .filter_map(|s| {
+                s.last()
+                    .filter(|(t, _)| *t >= since)
+                    .map(|(t, v)| (s.labels.clone(), t, v))
+            })
             .collect()
     }
 
@@ -449,12 +513,19 @@ impl Store {
     /// Stops the writer after the queued commits, writes a final checkpoint and flushes. Blocking.
     pub fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
-        if self.checkpointer.send(CheckpointMessage::Shutdown(done)).is_ok() {
+        if self
+            .checkpointer
+            .send(CheckpointMessage::Shutdown(done))
+            .is_ok()
+        {
             let _ = wait.blocking_recv();
         }
         let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
         // The writer ends when every sender is gone; sessions hold clones, so do not join it.
-        for thread in threads.into_iter().filter(|t| t.thread().name() == Some("store-checkpoint")) {
+        for thread in threads
+            .into_iter()
+            .filter(|t| t.thread().name() == Some("store-checkpoint"))
+        {
             let _ = thread.join();
         }
         let _ = self.inner.db.flush();
@@ -469,7 +540,9 @@ impl Inner {
         let mut stale = sled::Batch::default();
         for entry in self.wal.scan_prefix(b"w") {
             let (key, value) = entry?;
-            let Some(seq) = persist::wal_seq(&key) else { continue };
+            let Some(seq) = persist::wal_seq(&key) else {
+                continue;
+            };
             if seq <= checkpoint {
                 // Left over from a truncation interrupted by a crash.
                 stale.remove(key);
@@ -483,12 +556,20 @@ impl Inner {
             let resolver = resolvers
                 .entry(entry.agent.clone())
                 .or_insert_with(|| SeriesResolver::new(Arc::clone(&self.index), &entry.agent));
-            match resolver.decode_batch(&entry.payload, entry.compression, 0, entry.last_seq, entry.first_new_seq) {
+            match resolver.decode_batch(
+                &entry.payload,
+                entry.compression,
+                0,
+                entry.last_seq,
+                entry.first_new_seq,
+            ) {
                 Ok(batch) => {
                     self.apply(&batch.samples);
                     replayed += 1;
                 }
-                Err(error) => error!(wal_seq = seq, agent = %entry.agent, %error, "Skipping an undecodable WAL batch."),
+                Err(error) => {
+                    error!(wal_seq = seq, agent = %entry.agent, %error, "Skipping an undecodable WAL batch.")
+                }
             }
         }
         self.wal.apply_batch(stale)?;
@@ -505,8 +586,12 @@ impl Inner {
                 AppendOutcome::Duplicate => {}
             }
         }
-        self.counters.samples_appended.fetch_add(outcome.appended, Ordering::Relaxed);
-        self.counters.samples_out_of_order.fetch_add(outcome.out_of_order, Ordering::Relaxed);
+        self.counters
+            .samples_appended
+            .fetch_add(outcome.appended, Ordering::Relaxed);
+        self.counters
+            .samples_out_of_order
+            .fetch_add(outcome.out_of_order, Ordering::Relaxed);
         outcome
     }
 
@@ -538,14 +623,22 @@ impl Inner {
                 payload: commit.payload.clone(),
             };
             batch.insert(&wal_key(*wal_seq), entry.encode());
-            let mark = Watermark { journal_id: commit.journal_id, upto: commit.last_seq };
+            let mark = Watermark {
+                journal_id: commit.journal_id,
+                upto: commit.last_seq,
+            };
             batch.insert(watermark_key(&commit.agent), &mark.encode());
             marks.insert(commit.agent.clone(), mark);
         }
-        let durable = self.wal.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+        let durable = self
+            .wal
+            .apply_batch(batch)
+            .and_then(|()| self.db.flush().map(|_| ()));
         if let Err(error) = durable {
             error!(%error, batches = group.len(), "WAL write failed; batches not acknowledged.");
-            self.counters.commit_errors.fetch_add(group.len() as u64, Ordering::Relaxed);
+            self.counters
+                .commit_errors
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
             let error = StoreError::from(error);
             for WriterMessage::Commit(_, done) in group {
                 let _ = done.send(Err(error.clone()));
@@ -555,7 +648,9 @@ impl Inner {
         lock(&self.watermarks).extend(marks);
         for WriterMessage::Commit(commit, done) in group {
             let outcome = self.apply(&commit.samples);
-            self.counters.batches_committed.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .batches_committed
+                .fetch_add(1, Ordering::Relaxed);
             let _ = done.send(Ok(outcome));
         }
         self.applied_wal_seq.store(*wal_seq, Ordering::Release);
@@ -570,7 +665,9 @@ impl Inner {
                 Err(flume::RecvTimeoutError::Disconnected) => return,
             };
             if let Err(error) = self.checkpoint() {
-                self.counters.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .checkpoint_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 error!(%error, "Checkpoint failed; the WAL keeps the data and the next one retries.");
             }
             if let Some(done) = shutdown {
@@ -617,16 +714,20 @@ impl Inner {
                 released.push((Arc::clone(series), last.min_t));
             }
             for chunk in persistable.sealed.iter().chain(&persistable.open) {
-                per_day
-                    .entry(day_of(chunk.min_t))
-                    .or_default()
-                    .insert(&chunk_key(series.id.0, chunk.min_t), chunk_value(chunk.max_t, &chunk.bytes));
+                per_day.entry(day_of(chunk.min_t)).or_default().insert(
+                    &chunk_key(series.id.0, chunk.min_t),
+                    chunk_value(chunk.max_t, &chunk.bytes),
+                );
                 n_chunks += 1;
             }
         }
         let written = per_day
             .into_iter()
-            .try_for_each(|(day, batch)| self.day_tree(day)?.apply_batch(batch).map_err(StoreError::from))
+            .try_for_each(|(day, batch)| {
+                self.day_tree(day)?
+                    .apply_batch(batch)
+                    .map_err(StoreError::from)
+            })
             .and_then(|()| self.db.flush().map(|_| ()).map_err(StoreError::from));
         if let Err(error) = written {
             // The open chunks were marked clean when taken; make the next checkpoint take them again.
@@ -637,7 +738,8 @@ impl Inner {
         }
         self.meta.insert(CHECKPOINT_KEY, &upto.to_be_bytes())?;
         self.db.flush()?;
-        self.persisted_series.store(all.len() as u64, Ordering::Release);
+        self.persisted_series
+            .store(all.len() as u64, Ordering::Release);
         for (series, min_t) in released {
             series.release_sealed(min_t);
         }
@@ -662,7 +764,10 @@ impl Inner {
     fn apply_retention(&self, now_ms: i64) -> Result<usize, StoreError> {
         let retention_ms = i64::try_from(self.options.retention.as_millis()).unwrap_or(i64::MAX);
         let oldest_kept = day_of(now_ms.saturating_sub(retention_ms));
-        let expired: Vec<i64> = read(&self.days).range(..oldest_kept).map(|(day, _)| *day).collect();
+        let expired: Vec<i64> = read(&self.days)
+            .range(..oldest_kept)
+            .map(|(day, _)| *day)
+            .collect();
         for day in &expired {
             self.db.drop_tree(persist::day_tree_name(*day))?;
             write(&self.days).remove(day);

@@ -76,7 +76,10 @@ impl Watermark {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let bytes: &[u8; 16] = bytes.try_into().ok()?;
         let (id, upto) = bytes.split_at(8);
-        Some(Self { journal_id: u64::from_be_bytes(id.try_into().ok()?), upto: u64::from_be_bytes(upto.try_into().ok()?) })
+        Some(Self {
+            journal_id: u64::from_be_bytes(id.try_into().ok()?),
+            upto: u64::from_be_bytes(upto.try_into().ok()?),
+        })
     }
 }
 
@@ -115,7 +118,14 @@ impl WalEntry {
             1 => Compression::Zstd,
             _ => return None,
         };
-        Some(Self { agent, journal_id, first_new_seq, last_seq, compression, payload: reader.0.to_vec() })
+        Some(Self {
+            agent,
+            journal_id,
+            first_new_seq,
+            last_seq,
+            compression,
+            payload: reader.0.to_vec(),
+        })
     }
 }
 
@@ -141,7 +151,9 @@ pub fn decode_labels(bytes: &[u8]) -> Option<Vec<(String, String)>> {
         let name_len = usize::from(reader.u16()?);
         let name = std::str::from_utf8(reader.take(name_len)?).ok()?.to_owned();
         let value_len = reader.u32()? as usize;
-        let value = std::str::from_utf8(reader.take(value_len)?).ok()?.to_owned();
+        let value = std::str::from_utf8(reader.take(value_len)?)
+            .ok()?
+            .to_owned();
         pairs.push((name, value));
     }
     reader.0.is_empty().then_some(pairs)
@@ -184,7 +196,11 @@ pub fn day_tree_name(day: i64) -> String {
 
 /// The day of a chunk tree name.
 pub fn parse_day_tree_name(name: &[u8]) -> Option<i64> {
-    std::str::from_utf8(name).ok()?.strip_prefix("chunks-")?.parse().ok()
+    std::str::from_utf8(name)
+        .ok()?
+        .strip_prefix("chunks-")?
+        .parse()
+        .ok()
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -250,9 +266,15 @@ mod tests {
     #[test]
     fn keys() {
         assert_eq!(wal_seq(&wal_key(42)), Some(42));
-        assert_eq!(parse_day_tree_name(day_tree_name(20_000).as_bytes()), Some(20_000));
+        assert_eq!(
+            parse_day_tree_name(day_tree_name(20_000).as_bytes()),
+            Some(20_000)
+        );
         assert_eq!(parse_day_tree_name(b"series"), None);
-        let w = Watermark { journal_id: 7, upto: 9 };
+        let w = Watermark {
+            journal_id: 7,
+            upto: 9,
+        };
         assert_eq!(Watermark::decode(&w.encode()), Some(w));
     }
 }

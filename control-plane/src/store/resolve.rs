@@ -71,7 +71,11 @@ struct CacheKey {
 
 impl Hash for CacheKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_parts(state, &self.name, self.labels.iter().map(|(n, v)| (&**n, &**v)));
+        hash_parts(
+            state,
+            &self.name,
+            self.labels.iter().map(|(n, v)| (&**n, &**v)),
+        );
     }
 }
 
@@ -80,7 +84,14 @@ struct SampleKey<'a>(&'a Sample);
 
 impl Hash for SampleKey<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_parts(state, &self.0.name, self.0.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+        hash_parts(
+            state,
+            &self.0.name,
+            self.0
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        );
     }
 }
 
@@ -88,11 +99,19 @@ impl Equivalent<CacheKey> for SampleKey<'_> {
     fn equivalent(&self, key: &CacheKey) -> bool {
         *key.name == *self.0.name
             && key.labels.len() == self.0.labels.len()
-            && key.labels.iter().zip(&self.0.labels).all(|((n, v), l)| **n == *l.name && **v == *l.value)
+            && key
+                .labels
+                .iter()
+                .zip(&self.0.labels)
+                .all(|((n, v), l)| **n == *l.name && **v == *l.value)
     }
 }
 
-fn hash_parts<'a, H: Hasher>(state: &mut H, name: &str, labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>) {
+fn hash_parts<'a, H: Hasher>(
+    state: &mut H,
+    name: &str,
+    labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) {
     name.hash(state);
     state.write_usize(labels.len());
     for (n, v) in labels {
@@ -104,7 +123,11 @@ fn hash_parts<'a, H: Hasher>(state: &mut H, name: &str, labels: impl ExactSizeIt
 impl SeriesResolver {
     /// A resolver for one agent's samples.
     pub fn new(index: Arc<RwLock<Index>>, host: &str) -> Self {
-        Self { index, host: host.to_owned(), cache: HashMap::new() }
+        Self {
+            index,
+            host: host.to_owned(),
+            cache: HashMap::new(),
+        }
     }
 
     /// The series of a sample, or `None` if the sample's names are invalid.
@@ -123,13 +146,20 @@ impl SeriesResolver {
             .collect();
         pairs.push((HOST_LABEL, &self.host));
         let series = {
-            let mut index = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut index = self
+                .index
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let labels = index.labels_for(&sample.name, &pairs);
             index.get_or_create(labels).0
         };
         let key = CacheKey {
             name: sample.name.as_str().into(),
-            labels: sample.labels.iter().map(|l| (l.name.as_str().into(), l.value.as_str().into())).collect(),
+            labels: sample
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str().into(), l.value.as_str().into()))
+                .collect(),
         };
         self.cache.insert(key, Arc::clone(&series));
         Some(series)
@@ -151,8 +181,14 @@ impl SeriesResolver {
         let entries = codec::decode_entries(payload, compression)?;
         let mut previous = None;
         for entry in &entries {
-            if entry.seq < first_seq || entry.seq > last_seq || previous.is_some_and(|p| entry.seq <= p) {
-                return Err(DecodeError::Sequence { first: first_seq, last: last_seq });
+            if entry.seq < first_seq
+                || entry.seq > last_seq
+                || previous.is_some_and(|p| entry.seq <= p)
+            {
+                return Err(DecodeError::Sequence {
+                    first: first_seq,
+                    last: last_seq,
+                });
             }
             previous = Some(entry.seq);
         }
@@ -164,7 +200,10 @@ impl SeriesResolver {
                     out.samples.reserve(metrics.samples.len());
                     for sample in &metrics.samples {
                         match self.resolve(sample) {
-                            Some(series) => out.samples.push((series, metrics.timestamp_ms, sample.value)),
+                            Some(series) => {
+                                out.samples
+                                    .push((series, metrics.timestamp_ms, sample.value))
+                            }
                             None => out.invalid_samples += 1,
                         }
                     }
@@ -179,7 +218,9 @@ impl SeriesResolver {
 
 fn valid(sample: &Sample) -> bool {
     let label_ok = |l: &Label| {
-        l.name.len() <= MAX_NAME_BYTES && l.value.len() <= MAX_VALUE_BYTES && is_valid_label_name(&l.name)
+        l.name.len() <= MAX_NAME_BYTES
+            && l.value.len() <= MAX_VALUE_BYTES
+            && is_valid_label_name(&l.name)
     };
     sample.name.len() <= MAX_NAME_BYTES
         && is_valid_metric_name(&sample.name)
@@ -198,8 +239,11 @@ mod tests {
             .iter()
             .map(|(seq, t, samples)| JournalEntry {
                 seq: *seq,
-                record: codec::encode_record(&Record::Metrics(MetricRecord { timestamp_ms: *t, samples: samples.clone() }))
-                    .expect("encodes"),
+                record: codec::encode_record(&Record::Metrics(MetricRecord {
+                    timestamp_ms: *t,
+                    samples: samples.clone(),
+                }))
+                .expect("encodes"),
             })
             .collect();
         codec::encode_entries(&entries, Compression::Zstd).expect("encodes")
@@ -209,16 +253,25 @@ mod tests {
     fn resolves_with_the_certificate_host_and_caches() {
         let index = Arc::new(RwLock::new(Index::default()));
         let mut resolver = SeriesResolver::new(Arc::clone(&index), "node-1");
-        let spoofed = Sample::new("cpu", 1.0).with_label("host", "someone-else").with_label("core", "0");
+        let spoofed = Sample::new("cpu", 1.0)
+            .with_label("host", "someone-else")
+            .with_label("core", "0");
         let series = resolver.resolve(&spoofed).expect("valid");
         assert_eq!(series.labels.get("host"), Some("node-1"));
         assert_eq!(series.labels.get("core"), Some("0"));
         let again = resolver.resolve(&spoofed).expect("cached");
         assert!(Arc::ptr_eq(&series, &again));
         let mut other = SeriesResolver::new(Arc::clone(&index), "node-1");
-        assert!(Arc::ptr_eq(&other.resolve(&spoofed).expect("valid"), &series), "same labels, same series");
+        assert!(
+            Arc::ptr_eq(&other.resolve(&spoofed).expect("valid"), &series),
+            "same labels, same series"
+        );
         assert!(resolver.resolve(&Sample::new("bad-name", 1.0)).is_none());
-        assert!(resolver.resolve(&Sample::new("ok", 1.0).with_label("__bad", "x")).is_none());
+        assert!(
+            resolver
+                .resolve(&Sample::new("ok", 1.0).with_label("__bad", "x"))
+                .is_none()
+        );
         assert_eq!(index.read().expect("lock").len(), 1);
     }
 
@@ -226,12 +279,23 @@ mod tests {
     fn decodes_only_new_records_and_checks_sequences() {
         let index = Arc::new(RwLock::new(Index::default()));
         let mut resolver = SeriesResolver::new(index, "a");
-        let bytes = payload(&[(5, 1000, vec![Sample::new("x", 1.0)]), (6, 2000, vec![Sample::new("x", 2.0), Sample::new("y", 3.0)])]);
-        let batch = resolver.decode_batch(&bytes, Compression::Zstd, 5, 6, 6).expect("decodes");
+        let bytes = payload(&[
+            (5, 1000, vec![Sample::new("x", 1.0)]),
+            (6, 2000, vec![Sample::new("x", 2.0), Sample::new("y", 3.0)]),
+        ]);
+        let batch = resolver
+            .decode_batch(&bytes, Compression::Zstd, 5, 6, 6)
+            .expect("decodes");
         assert_eq!(batch.records, 1);
         assert_eq!(batch.samples.len(), 2);
         assert!(batch.samples.iter().all(|(_, t, _)| *t == 2000));
-        assert!(matches!(resolver.decode_batch(&bytes, Compression::Zstd, 6, 6, 0), Err(DecodeError::Sequence { .. })));
-        assert!(matches!(resolver.decode_batch(b"junk", Compression::Zstd, 5, 6, 0), Err(DecodeError::Codec(_))));
+        assert!(matches!(
+            resolver.decode_batch(&bytes, Compression::Zstd, 6, 6, 0),
+            Err(DecodeError::Sequence { .. })
+        ));
+        assert!(matches!(
+            resolver.decode_batch(b"junk", Compression::Zstd, 5, 6, 0),
+            Err(DecodeError::Codec(_))
+        ));
     }
 }

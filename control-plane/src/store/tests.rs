@@ -11,7 +11,10 @@ use super::*;
 const T0: i64 = 1_763_800_000_000;
 
 fn options() -> StoreOptions {
-    StoreOptions { checkpoint_interval: Duration::from_secs(3600), ..StoreOptions::default() }
+    StoreOptions {
+        checkpoint_interval: Duration::from_secs(3600),
+        ..StoreOptions::default()
+    }
 }
 
 fn payload(records: &[(u64, i64, f64)]) -> Vec<u8> {
@@ -21,7 +24,10 @@ fn payload(records: &[(u64, i64, f64)]) -> Vec<u8> {
             seq: *seq,
             record: codec::encode_record(&Record::Metrics(MetricRecord {
                 timestamp_ms: *t,
-                samples: vec![Sample::new("cpu", *v), Sample::new("disk", *v * 2.0).with_label("mount", "/")],
+                samples: vec![
+                    Sample::new("cpu", *v),
+                    Sample::new("disk", *v * 2.0).with_label("mount", "/"),
+                ],
             }))
             .expect("encodes"),
         })
@@ -31,10 +37,15 @@ fn payload(records: &[(u64, i64, f64)]) -> Vec<u8> {
 
 /// Commits records `seqs` of `agent` (one sample pair per record, at T0 + seq seconds).
 async fn commit(store: &Store, agent: &str, seqs: std::ops::RangeInclusive<u64>) -> CommitOutcome {
-    let records: Vec<(u64, i64, f64)> = seqs.clone().map(|s| (s, T0 + s as i64 * 1000, s as f64)).collect();
+    let records: Vec<(u64, i64, f64)> = seqs
+        .clone()
+        .map(|s| (s, T0 + s as i64 * 1000, s as f64))
+        .collect();
     let payload = payload(&records);
     let mut resolver = store.resolver(agent);
-    let decoded = resolver.decode_batch(&payload, Compression::Zstd, *seqs.start(), *seqs.end(), 0).expect("decodes");
+    let decoded = resolver
+        .decode_batch(&payload, Compression::Zstd, *seqs.start(), *seqs.end(), 0)
+        .expect("decodes");
     let batch = CommitBatch {
         agent: agent.to_owned(),
         journal_id: 1,
@@ -44,12 +55,23 @@ async fn commit(store: &Store, agent: &str, seqs: std::ops::RangeInclusive<u64>)
         payload,
         samples: decoded.samples,
     };
-    store.submit(batch).await.expect("queued").wait().await.expect("committed")
+    store
+        .submit(batch)
+        .await
+        .expect("queued")
+        .wait()
+        .await
+        .expect("committed")
 }
 
 fn cpu_of(store: &Store, host: &str) -> Vec<(i64, f64)> {
-    let matchers = [Matcher::new(MatchOp::Equal, "__name__", "cpu"), Matcher::new(MatchOp::Equal, "host", host)];
-    let mut found = store.select(&matchers, i64::MIN, i64::MAX).expect("selects");
+    let matchers = [
+        Matcher::new(MatchOp::Equal, "__name__", "cpu"),
+        Matcher::new(MatchOp::Equal, "host", host),
+    ];
+    let mut found = store
+        .select(&matchers, i64::MIN, i64::MAX)
+        .expect("selects");
     assert!(found.len() <= 1);
     found.pop().map(|s| s.samples).unwrap_or_default()
 }
@@ -59,7 +81,9 @@ fn expected(seqs: std::ops::RangeInclusive<u64>) -> Vec<(i64, f64)> {
 }
 
 async fn close(store: Store) {
-    tokio::task::spawn_blocking(move || store.shutdown()).await.expect("shutdown");
+    tokio::task::spawn_blocking(move || store.shutdown())
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -67,16 +91,40 @@ async fn committed_batches_are_queryable_and_watermarked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), options()).expect("opens");
     let outcome = commit(&store, "a", 1..=10).await;
-    assert_eq!(outcome, CommitOutcome { appended: 20, out_of_order: 0 });
+    assert_eq!(
+        outcome,
+        CommitOutcome {
+            appended: 20,
+            out_of_order: 0
+        }
+    );
     commit(&store, "b", 1..=3).await;
     assert_eq!(cpu_of(&store, "a"), expected(1..=10));
     assert_eq!(cpu_of(&store, "b"), expected(1..=3));
-    assert_eq!(store.watermark("a"), Some(Watermark { journal_id: 1, upto: 10 }));
+    assert_eq!(
+        store.watermark("a"),
+        Some(Watermark {
+            journal_id: 1,
+            upto: 10
+        })
+    );
     assert_eq!(store.series_count(), 4);
     assert_eq!(store.label_values("host"), vec!["a", "b"]);
-    let disk = store.select(&[Matcher::new(MatchOp::Equal, "mount", "/")], T0 + 2000, T0 + 4000).expect("selects");
+    let disk = store
+        .select(
+            &[Matcher::new(MatchOp::Equal, "mount", "/")],
+            T0 + 2000,
+            T0 + 4000,
+        )
+        .expect("selects");
     assert_eq!(disk.len(), 2);
-    assert_eq!(disk.iter().find(|s| s.labels.get("host") == Some("a")).expect("a").samples, vec![(T0 + 2000, 4.0), (T0 + 3000, 6.0), (T0 + 4000, 8.0)]);
+    assert_eq!(
+        disk.iter()
+            .find(|s| s.labels.get("host") == Some("a"))
+            .expect("a")
+            .samples,
+        vec![(T0 + 2000, 4.0), (T0 + 3000, 6.0), (T0 + 4000, 8.0)]
+    );
     close(store).await;
 }
 
@@ -108,7 +156,11 @@ async fn checkpoints_persist_chunks_and_truncate_the_wal() {
         drop(store);
     }
     let store = reopen(dir.path()).await;
-    assert_eq!(cpu_of(&store, "a"), expected(1..=350), "chunks + replayed WAL, no duplicates");
+    assert_eq!(
+        cpu_of(&store, "a"),
+        expected(1..=350),
+        "chunks + replayed WAL, no duplicates"
+    );
     store.checkpoint_now().expect("checkpoint");
     commit(&store, "a", 351..=400).await;
     assert_eq!(cpu_of(&store, "a"), expected(1..=400));
@@ -118,11 +170,28 @@ async fn checkpoints_persist_chunks_and_truncate_the_wal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_whole_days() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), StoreOptions { retention: Duration::from_secs(86_400), ..options() }).expect("opens");
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            retention: Duration::from_secs(86_400),
+            ..options()
+        },
+    )
+    .expect("opens");
     commit(&store, "a", 1..=5).await;
     store.checkpoint_now().expect("checkpoint");
-    assert_eq!(store.apply_retention(T0 + 86_400_000 / 2).expect("retention"), 0);
-    assert_eq!(store.apply_retention(T0 + 3 * 86_400_000).expect("retention"), 1);
+    assert_eq!(
+        store
+            .apply_retention(T0 + 86_400_000 / 2)
+            .expect("retention"),
+        0
+    );
+    assert_eq!(
+        store
+            .apply_retention(T0 + 3 * 86_400_000)
+            .expect("retention"),
+        1
+    );
     // The head still holds the open chunk; the persisted copy is gone.
     store.checkpoint_now().expect("checkpoint");
     close(store).await;

@@ -7,12 +7,18 @@ fn bits(samples: &[(i64, f64)]) -> Vec<(i64, u64)> {
 }
 
 fn timestamps() -> impl Strategy<Value = Vec<i64>> {
-    (any::<i64>().prop_map(|t| t / 4), prop::collection::vec(prop_oneof![
-        4 => Just(10_000i64),
-        4 => 9_990i64..10_010,
-        2 => 1i64..5,
-        1 => 1i64..(1 << 40),
-    ], 0..300))
+    (
+        any::<i64>().prop_map(|t| t / 4),
+        prop::collection::vec(
+            prop_oneof![
+                4 => Just(10_000i64),
+                4 => 9_990i64..10_010,
+                2 => 1i64..5,
+                1 => 1i64..(1 << 40),
+            ],
+            0..300,
+        ),
+    )
         .prop_map(|(start, gaps)| {
             let mut t = start;
             let mut out = vec![t];
@@ -28,14 +34,17 @@ fn timestamps() -> impl Strategy<Value = Vec<i64>> {
 }
 
 fn values(n: usize) -> impl Strategy<Value = Vec<f64>> {
-    prop::collection::vec(prop_oneof![
-        3 => any::<u64>().prop_map(f64::from_bits),
-        3 => (0u32..100).prop_map(f64::from),
-        2 => Just(0.0),
-        1 => Just(f64::from_bits(0x7ff0_0000_0000_0002)),
-        1 => Just(-0.0),
-        1 => Just(f64::INFINITY),
-    ], n)
+    prop::collection::vec(
+        prop_oneof![
+            3 => any::<u64>().prop_map(f64::from_bits),
+            3 => (0u32..100).prop_map(f64::from),
+            2 => Just(0.0),
+            1 => Just(f64::from_bits(0x7ff0_0000_0000_0002)),
+            1 => Just(-0.0),
+            1 => Just(f64::INFINITY),
+        ],
+        n,
+    )
 }
 
 fn series() -> impl Strategy<Value = Vec<(i64, f64)>> {
@@ -87,29 +96,52 @@ proptest! {
 fn refuses_out_of_order_and_huge_gaps() {
     let mut appender = XorAppender::new();
     appender.append(1000, 1.0).expect("first");
-    assert_eq!(appender.append(1000, 1.0), Err(AppendError::OutOfOrder { last: 1000, got: 1000 }));
-    assert_eq!(appender.append(999, 1.0), Err(AppendError::OutOfOrder { last: 1000, got: 999 }));
+    assert_eq!(
+        appender.append(1000, 1.0),
+        Err(AppendError::OutOfOrder {
+            last: 1000,
+            got: 1000
+        })
+    );
+    assert_eq!(
+        appender.append(999, 1.0),
+        Err(AppendError::OutOfOrder {
+            last: 1000,
+            got: 999
+        })
+    );
     let mut appender = XorAppender::new();
     appender.append(i64::MIN, 1.0).expect("first");
-    assert_eq!(appender.append(i64::MAX, 1.0), Err(AppendError::GapTooLarge));
+    assert_eq!(
+        appender.append(i64::MAX, 1.0),
+        Err(AppendError::GapTooLarge)
+    );
     assert_eq!(decode_all(appender.bytes()).expect("decodes").len(), 1);
 }
 
 #[test]
 fn regular_gauges_are_small() {
     let start = 1_700_000_000_000i64;
-    let gauge: Vec<(i64, f64)> = (0..120).map(|i| (start + i * 10_000, 40.0 + (i % 7) as f64 * 0.5)).collect();
+    let gauge: Vec<(i64, f64)> = (0..120)
+        .map(|i| (start + i * 10_000, 40.0 + (i % 7) as f64 * 0.5))
+        .collect();
     let size = encode(&gauge).expect("encodes").len();
     assert!(size <= 120 * 3, "{size} bytes for 120 samples");
     let constant: Vec<(i64, f64)> = (0..120).map(|i| (start + i * 10_000, 42.0)).collect();
     let size = encode(&constant).expect("encodes").len();
-    assert!(size <= 2 + 8 + 8 + 2 + 30 + 4, "{size} bytes for 120 constant samples");
+    assert!(
+        size <= 2 + 8 + 8 + 2 + 30 + 4,
+        "{size} bytes for 120 constant samples"
+    );
 }
 
 #[test]
 fn truncated_chunk_reports_truncation() {
     let samples: Vec<(i64, f64)> = (0..10).map(|i| (i * 1000, i as f64 * 1.5)).collect();
     let encoded = encode(&samples).expect("encodes");
-    assert_eq!(decode_all(&encoded[..encoded.len() - 3]), Err(ChunkError::Truncated));
+    assert_eq!(
+        decode_all(&encoded[..encoded.len() - 3]),
+        Err(ChunkError::Truncated)
+    );
     assert_eq!(decode_all(&[]), Err(ChunkError::Truncated));
 }

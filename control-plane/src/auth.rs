@@ -1,0 +1,291 @@
+//! API tokens: bearer tokens with a role, stored hashed (SHA-256) in `<data_dir>/tokens.json`.
+//!
+//! Tokens are 32 random bytes, so a fast hash is enough: nothing to brute-force. The file may be
+//! changed by `aisemble-cp token create` while the server runs; the server reloads it when its
+//! modification time changes (checked at most once a second). Writers serialize on a lock file.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::store::now_ms;
+
+/// What a token may do; each role includes the ones before it.
+#[derive(
+    Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read everything.
+    Viewer,
+    /// Also: monitoring start/stop, backups, silences.
+    Operator,
+    /// Also: rules, tokens, agents (revocation).
+    Admin,
+}
+
+impl Role {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// A stored token (never the token itself).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Short public id (first characters of the hash).
+    pub id: String,
+    /// Who or what it is for.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+    /// Creation time (ms since the Unix epoch).
+    pub created_at_ms: i64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Default)]
+struct TokenFile {
+    version: u32,
+    tokens: Vec<TokenRecord>,
+}
+
+/// Why the token file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not a token file.
+    #[error("{path}: not a token file: {source}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: serde_json::Error,
+    },
+}
+
+/// The token store.
+#[derive(Debug)]
+pub struct Auth {
+    path: PathBuf,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Debug)]
+struct Cache {
+    tokens: Vec<TokenRecord>,
+    modified: Option<SystemTime>,
+    checked: Instant,
+}
+
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+impl Auth {
+    /// Opens the token file in `data_dir` (absent means no tokens yet).
+    ///
+    /// # Errors
+    /// When the file exists but cannot be read.
+    pub fn open(data_dir: &Path) -> Result<Self, AuthError> {
+        let path = data_dir.join("tokens.json");
+        let (tokens, modified) = read(&path)?;
+        Ok(Self {
+            path,
+            cache: Mutex::new(Cache {
+                tokens,
+                modified,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// Whether any token exists.
+    pub fn is_empty(&self) -> bool {
+        self.lock().tokens.is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The name and role of a presented token.
+    pub fn verify(&self, token: &str) -> Option<(String, Role)> {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        let mut cache = self.lock();
+        if cache.checked.elapsed() >= RELOAD_CHECK {
+            cache.checked = Instant::now();
+            let modified = std::fs::metadata(&self.path)
+                .and_then(|m| m.modified())
+                .ok();
+            if modified != cache.modified
+                && let Ok((tokens, modified)) = read(&self.path)
+            {
+                cache.tokens = tokens;
+                cache.modified = modified;
+            }
+        }
+        cache
+            .tokens
+            .iter()
+            .find(|t| t.sha256 == hash)
+            .map(|t| (t.name.clone(), t.role))
+    }
+
+    /// Creates a token; returns its record and the token itself (shown once, never stored).
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn create(&self, role: Role, name: &str) -> Result<(TokenRecord, String), AuthError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| AuthError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let token = format!(
+            "asb_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+        );
+        let sha256 = hex::encode(Sha256::digest(token.as_bytes()));
+        let record = TokenRecord {
+            id: sha256[..12].to_owned(),
+            name: name.to_owned(),
+            role,
+            sha256,
+            created_at_ms: now_ms(),
+        };
+        let added = record.clone();
+        self.modify(move |tokens| tokens.push(added))?;
+        Ok((record, token))
+    }
+
+    /// Removes tokens by id or name; returns how many.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn revoke(&self, id_or_name: &str) -> Result<usize, AuthError> {
+        let mut removed = 0;
+        self.modify(|tokens| {
+            let before = tokens.len();
+            tokens.retain(|t| t.id != id_or_name && t.name != id_or_name);
+            removed = before - tokens.len();
+        })?;
+        Ok(removed)
+    }
+
+    /// Every token record.
+    pub fn list(&self) -> Vec<TokenRecord> {
+        self.lock().tokens.clone()
+    }
+
+    fn modify(&self, change: impl FnOnce(&mut Vec<TokenRecord>)) -> Result<(), AuthError> {
+        let io = |source| AuthError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let lock_path = self.path.with_extension("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io)?;
+        lock.lock().map_err(io)?;
+        let (mut tokens, _) = read(&self.path)?;
+        change(&mut tokens);
+        let file = TokenFile {
+            version: 1,
+            tokens: tokens.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|source| AuthError::Format {
+            path: self.path.clone(),
+            source,
+        })?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut out = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        out.write_all(&json)
+            .and_then(|()| out.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cache = self.lock();
+        cache.tokens = tokens;
+        cache.modified = modified;
+        drop(lock);
+        Ok(())
+    }
+}
+
+fn read(path: &Path) -> Result<(Vec<TokenRecord>, Option<SystemTime>), AuthError> {
+    match File::open(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), None)),
+        Err(source) => Err(AuthError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+        Ok(file) => {
+            let modified = file.metadata().and_then(|m| m.modified()).ok();
+            let parsed: TokenFile = serde_json::from_reader(std::io::BufReader::new(file))
+                .map_err(|source| AuthError::Format {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            Ok((parsed.tokens, modified))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_by_hash_and_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let auth = Auth::open(dir.path()).expect("opens");
+        assert!(auth.is_empty());
+        let (record, token) = auth.create(Role::Operator, "ci").expect("creates");
+        assert!(token.starts_with("asb_"));
+        assert_eq!(auth.verify(&token), Some(("ci".to_owned(), Role::Operator)));
+        assert_eq!(auth.verify("asb_wrong"), None);
+        let text = std::fs::read_to_string(dir.path().join("tokens.json")).expect("file");
+        assert!(!text.contains(&token), "the token itself is never stored");
+        let reopened = Auth::open(dir.path()).expect("reopens");
+        assert_eq!(
+            reopened.verify(&token).map(|(_, r)| r),
+            Some(Role::Operator)
+        );
+        assert_eq!(reopened.revoke(&record.id).expect("revokes"), 1);
+        assert_eq!(reopened.verify(&token), None);
+        assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
+    }
+}

@@ -1,0 +1,265 @@
+//! The `aisemble-cp` subcommands other than the long-running server: certificates, tokens,
+//! config checks, and the quickstart's local agent. `main.rs` parses arguments and calls these.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use aisemble_certs::{Pki, Validity};
+use aisemble_shared::config::toml_string;
+use anyhow::Context as _;
+
+use crate::{
+    auth::{Auth, Role},
+    config::Settings,
+    server::open_pki,
+};
+
+/// The text of an `agent.toml` pointing at `ca.pem`, `agent.pem` and `agent.key` beside it.
+pub fn agent_toml(
+    name: &str,
+    address: &str,
+    server_name: Option<&str>,
+    data_dir: Option<&str>,
+    interval: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Ai-semble Ops agent for {name}, written by `aisemble-cp`."
+    );
+    let _ = writeln!(
+        out,
+        "# Every key is documented in agent/agent.example.toml. Relative paths are relative to this file."
+    );
+    let _ = writeln!(out, "\n[agent]\nname = {}", toml_string(name));
+    if let Some(dir) = data_dir {
+        let _ = writeln!(out, "data_dir = {}", toml_string(dir));
+    }
+    let _ = writeln!(out, "\n[control_plane]\naddress = {}", toml_string(address));
+    if let Some(server_name) = server_name {
+        let _ = writeln!(out, "server_name = {}", toml_string(server_name));
+    }
+    let _ = writeln!(
+        out,
+        "ca = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\""
+    );
+    if let Some(interval) = interval {
+        let _ = writeln!(out, "\n[collect]\ninterval = {}", toml_string(interval));
+    }
+    out
+}
+
+/// `certs init`: creates the CA and server certificate (or reports the existing ones).
+///
+/// # Errors
+/// When the PKI directory is unusable.
+pub fn certs_init(settings: &Settings) -> anyhow::Result<String> {
+    let (pki, created) = open_pki(settings)?;
+    Ok(format!(
+        "{} CA in {}\nCA fingerprint (SHA-256): {}\nServer certificate names: localhost, 127.0.0.1, ::1, {}",
+        if created {
+            "Created the"
+        } else {
+            "Using the existing"
+        },
+        pki.dir().display(),
+        pki.ca_fingerprint_sha256(),
+        settings.server_names.join(", ")
+    ))
+}
+
+/// `certs issue-agent NAME --out DIR`: writes `ca.pem`, `agent.pem`, `agent.key` (0600) and
+/// `agent.toml`.
+///
+/// # Errors
+/// When the name is invalid or the files cannot be written.
+pub fn certs_issue_agent(
+    settings: &Settings,
+    name: &str,
+    out: &Path,
+    address: Option<&str>,
+    days: u64,
+) -> anyhow::Result<String> {
+    let (pki, _) = open_pki(settings)?;
+    let validity = Validity::starting_now(Duration::from_secs(days * 86_400))?;
+    let issued = pki.issue_agent(name, validity)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    pki.write_agent_bundle(&issued, out)?;
+    let address = address.unwrap_or(&settings.public_address);
+    let config = out.join("agent.toml");
+    std::fs::write(&config, agent_toml(name, address, None, None, None))
+        .with_context(|| format!("writing {}", config.display()))?;
+    Ok(format!(
+        "Issued a certificate for agent {name} (serial {}), valid until {}.\nWrote {dir}/ca.pem, {dir}/agent.pem, {dir}/agent.key and {dir}/agent.toml (control plane: {address}).\nOn the host: copy them to /etc/aisemble/ and run `aisemble-agent run --config /etc/aisemble/agent.toml`.",
+        issued.serial_hex,
+        humantime::format_rfc3339_seconds(issued.not_after),
+        dir = out.display()
+    ))
+}
+
+/// `certs revoke NAME`.
+///
+/// # Errors
+/// When no certificate was issued to the name.
+pub fn certs_revoke(settings: &Settings, name: &str) -> anyhow::Result<String> {
+    let pki = Pki::open(&settings.data_dir.join("pki"))?;
+    let serials = pki.revoke(name)?;
+    Ok(format!(
+        "Revoked {} certificate(s) of {name}: {}. A running control plane disconnects the agent within a second.",
+        serials.len(),
+        serials.join(", ")
+    ))
+}
+
+/// `certs list`.
+///
+/// # Errors
+/// When the index cannot be read.
+pub fn certs_list(settings: &Settings) -> anyhow::Result<String> {
+    let pki = Pki::open(&settings.data_dir.join("pki"))?;
+    let mut out = format!("{:<24} {:<34} {:<22} STATUS\n", "NAME", "SERIAL", "EXPIRES");
+    let now = SystemTime::now();
+    for entry in pki.list()? {
+        let status = match entry.revoked_at {
+            Some(at) => format!("revoked {}", humantime::format_rfc3339_seconds(at)),
+            None if entry.not_after < now => "expired".into(),
+            None => "valid".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<34} {:<22} {status}",
+            entry.name.as_str(),
+            entry.serial_hex,
+            humantime::format_rfc3339_seconds(entry.not_after).to_string()
+        );
+    }
+    Ok(out)
+}
+
+/// `token create`.
+///
+/// # Errors
+/// When the token file cannot be written.
+pub fn token_create(settings: &Settings, role: Role, name: &str) -> anyhow::Result<String> {
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let auth = Auth::open(&settings.data_dir)?;
+    let (record, token) = auth.create(role, name)?;
+    Ok(format!(
+        "{token}\n# {} token {:?} (id {}); shown once, stored hashed.",
+        role.as_str(),
+        record.name,
+        record.id
+    ))
+}
+
+/// `token list`.
+///
+/// # Errors
+/// When the token file cannot be read.
+pub fn token_list(settings: &Settings) -> anyhow::Result<String> {
+    let auth = Auth::open(&settings.data_dir)?;
+    let mut out = format!("{:<14} {:<9} {:<24} CREATED\n", "ID", "ROLE", "NAME");
+    for t in auth.list() {
+        let created = SystemTime::UNIX_EPOCH + Duration::from_millis(t.created_at_ms.max(0) as u64);
+        let _ = writeln!(
+            out,
+            "{:<14} {:<9} {:<24} {}",
+            t.id,
+            t.role.as_str(),
+            t.name,
+            humantime::format_rfc3339_seconds(created)
+        );
+    }
+    Ok(out)
+}
+
+/// `token revoke ID|NAME`.
+///
+/// # Errors
+/// When nothing matched or the file cannot be written.
+pub fn token_revoke(settings: &Settings, id_or_name: &str) -> anyhow::Result<String> {
+    let auth = Auth::open(&settings.data_dir)?;
+    match auth.revoke(id_or_name)? {
+        0 => anyhow::bail!("no token with id or name {id_or_name:?}"),
+        n => Ok(format!("Revoked {n} token(s).")),
+    }
+}
+
+/// Prepares the quickstart's local agent: a certificate for this host's name (reused across runs)
+/// and an `agent.toml` in `<data_dir>/quickstart-agent`. Returns the config path.
+///
+/// # Errors
+/// When the files cannot be written.
+pub fn quickstart_agent_config(
+    settings: &Settings,
+    quic: std::net::SocketAddr,
+) -> anyhow::Result<PathBuf> {
+    let dir = settings.data_dir.join("quickstart-agent");
+    let name = aisemble_shared::ids::AgentId::parse(&crate::config::local_hostname())
+        .map_or_else(|_| "local".to_owned(), |id| id.to_string());
+    let (pki, _) = open_pki(settings)?;
+    let cert = dir.join("agent.pem");
+    let reusable = pki.list()?.iter().any(|e| {
+        e.name.as_str() == name
+            && e.revoked_at.is_none()
+            && e.not_after > SystemTime::now() + Duration::from_secs(86_400)
+    }) && cert.exists()
+        && dir.join("agent.key").exists();
+    if !reusable {
+        let issued = pki.issue_agent(&name, Validity::starting_now(Validity::AGENT_LIFETIME)?)?;
+        std::fs::create_dir_all(&dir)?;
+        pki.write_agent_bundle(&issued, &dir)?;
+    }
+    let loopback = if quic.is_ipv6() {
+        format!("[::1]:{}", quic.port())
+    } else {
+        format!("127.0.0.1:{}", quic.port())
+    };
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        agent_toml(
+            &name,
+            &loopback,
+            Some("localhost"),
+            Some("journal"),
+            Some("5s"),
+        ),
+    )?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use aisemble_shared::config::{AgentConfigFile, parse_toml};
+
+    use super::agent_toml;
+
+    #[test]
+    fn written_agent_configs_parse() {
+        let text = agent_toml(
+            "node-1",
+            "cp.example.com:7443",
+            Some("cp"),
+            Some("journal"),
+            Some("5s"),
+        );
+        let config: AgentConfigFile =
+            parse_toml(Path::new("agent.toml"), &text, "x").expect("parses");
+        assert_eq!(config.agent.name.as_deref(), Some("node-1"));
+        assert_eq!(config.control_plane.address, "cp.example.com:7443");
+        assert_eq!(config.control_plane.ca, Path::new("ca.pem"));
+        let minimal: AgentConfigFile = parse_toml(
+            Path::new("a"),
+            &agent_toml("n", "h:1", None, None, None),
+            "x",
+        )
+        .expect("parses");
+        assert_eq!(minimal.control_plane.server_name, None);
+    }
+}

@@ -1,0 +1,313 @@
+//! The control plane's settings: built-in defaults, overridden by the config file, overridden by
+//! command-line flags. Every key is documented in `control-plane/control-plane.example.toml`.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aisemble_shared::{
+    config::{ConfigError, parse_toml},
+    units::{ByteSize, HumanDuration},
+};
+use serde::Deserialize;
+
+/// Where every key is documented.
+pub const REFERENCE: &str = "control-plane.example.toml (shipped in the control-plane/ directory)";
+
+/// The raw config file.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Addresses and state.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Time-series storage.
+    #[serde(default)]
+    pub storage: StorageSection,
+    /// Agent connections.
+    #[serde(default)]
+    pub ingest: IngestSection,
+    /// HTTP API.
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[server]`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// State directory. Default `./aisemble-data`.
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address. Default `127.0.0.1:8080`.
+    pub http: Option<String>,
+    /// QUIC listen address. Default `0.0.0.0:7443`.
+    pub quic: Option<String>,
+    /// Names (DNS or IP) agents use to reach this server, put in its certificate besides
+    /// localhost, 127.0.0.1 and ::1. Default: this host's name.
+    pub server_names: Option<Vec<String>>,
+    /// `HOST:PORT` written into the `agent.toml` of `certs issue-agent`. Default: the first
+    /// server name and the QUIC port.
+    pub public_address: Option<String>,
+}
+
+/// `[storage]`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// How long samples are kept. Default `"15d"`.
+    pub retention: Option<HumanDuration>,
+    /// How often in-memory data is written to the chunk trees. Default `"30s"`.
+    pub checkpoint_interval: Option<HumanDuration>,
+    /// sled page cache. Default `"64MiB"`.
+    pub cache: Option<ByteSize>,
+}
+
+/// `[ingest]`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    /// Largest frame accepted from an agent. Default `"8MiB"`.
+    pub max_frame_bytes: Option<ByteSize>,
+}
+
+/// `[http]`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Require a viewer token for `/metrics`. Default `false`.
+    pub metrics_require_token: Option<bool>,
+}
+
+/// Flags that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--http`.
+    pub http: Option<String>,
+    /// `--quic`.
+    pub quic: Option<String>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// State directory.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// QUIC listen address.
+    pub quic: SocketAddr,
+    /// Names for the server certificate.
+    pub server_names: Vec<String>,
+    /// Address written into issued agent configs.
+    pub public_address: String,
+    /// Sample retention.
+    pub retention: Duration,
+    /// Checkpoint interval.
+    pub checkpoint_interval: Duration,
+    /// sled cache.
+    pub cache_bytes: u64,
+    /// Largest frame.
+    pub max_frame_bytes: u32,
+    /// Token required for `/metrics`.
+    pub metrics_require_token: bool,
+}
+
+impl Settings {
+    /// Defaults, then the file (if any), then the flags.
+    ///
+    /// # Errors
+    /// One line naming the file (or flag), the key and the fix.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let (file, source) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    ConfigError::new(
+                        path,
+                        None,
+                        format!("cannot read the config file: {error}"),
+                        format!("check the path; see {REFERENCE}"),
+                    )
+                })?;
+                (
+                    parse_toml::<ConfigFile>(path, &text, REFERENCE)?,
+                    path.to_owned(),
+                )
+            }
+            None => (ConfigFile::default(), PathBuf::from("(defaults)")),
+        };
+        Self::resolve(&source, file, overrides)
+    }
+
+    /// Resolves a parsed file with overrides.
+    ///
+    /// # Errors
+    /// One line naming the key and the fix.
+    pub fn resolve(
+        source: &Path,
+        file: ConfigFile,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let address = |key: &str, flag: &str, value: String| -> Result<SocketAddr, ConfigError> {
+            value.parse().map_err(|_| {
+                ConfigError::new(
+                    source,
+                    Some(key),
+                    format!("{value:?} is not an IP:PORT address"),
+                    format!("write it like \"127.0.0.1:8080\" (or pass {flag})"),
+                )
+            })
+        };
+        let http = address(
+            "server.http",
+            "--http",
+            overrides
+                .http
+                .clone()
+                .or(file.server.http)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+        )?;
+        let quic = address(
+            "server.quic",
+            "--quic",
+            overrides
+                .quic
+                .clone()
+                .or(file.server.quic)
+                .unwrap_or_else(|| "0.0.0.0:7443".into()),
+        )?;
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(file.server.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./aisemble-data"));
+        let hostname = local_hostname();
+        let server_names = file
+            .server
+            .server_names
+            .unwrap_or_else(|| vec![hostname.clone()]);
+        if let Some(bad) = server_names
+            .iter()
+            .find(|n| n.is_empty() || n.contains(char::is_whitespace))
+        {
+            return Err(ConfigError::new(
+                source,
+                Some("server.server_names"),
+                format!("{bad:?} is not a host name or IP"),
+                "list DNS names or IP addresses",
+            ));
+        }
+        let public_address = file.server.public_address.unwrap_or_else(|| {
+            let host = server_names.first().cloned().unwrap_or(hostname);
+            if host.contains(':') {
+                format!("[{host}]:{}", quic.port())
+            } else {
+                format!("{host}:{}", quic.port())
+            }
+        });
+        let frame = file.ingest.max_frame_bytes.map_or(
+            aisemble_shared::codec::DEFAULT_MAX_FRAME_BYTES as u64,
+            |b| b.0,
+        );
+        if !(64 << 10..=64 << 20).contains(&frame) {
+            return Err(ConfigError::new(
+                source,
+                Some("ingest.max_frame_bytes"),
+                format!("{} is outside 64KiB..=64MiB", ByteSize(frame)),
+                "the default is \"8MiB\"",
+            ));
+        }
+        let retention = file
+            .storage
+            .retention
+            .map_or(Duration::from_secs(15 * 86_400), |d| d.0);
+        if retention < Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                source,
+                Some("storage.retention"),
+                "is shorter than one hour",
+                "the default is \"15d\"",
+            ));
+        }
+        Ok(Self {
+            data_dir,
+            http,
+            quic,
+            server_names,
+            public_address,
+            retention,
+            checkpoint_interval: file
+                .storage
+                .checkpoint_interval
+                .map_or(Duration::from_secs(30), |d| d.0),
+            cache_bytes: file.storage.cache.map_or(64 << 20, |b| b.0),
+            max_frame_bytes: frame as u32,
+            metrics_require_token: file.http.metrics_require_token.unwrap_or(false),
+        })
+    }
+}
+
+/// This host's name, or `localhost`.
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let defaults =
+            Settings::resolve(Path::new("x"), ConfigFile::default(), &Overrides::default())
+                .expect("defaults");
+        assert_eq!(defaults.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(defaults.quic.to_string(), "0.0.0.0:7443");
+        assert_eq!(defaults.data_dir, PathBuf::from("./aisemble-data"));
+        assert_eq!(defaults.retention, Duration::from_secs(15 * 86_400));
+        let file: ConfigFile = parse_toml(
+            Path::new("cp.toml"),
+            "[server]\nhttp = \"127.0.0.1:9000\"\nquic = \"127.0.0.1:9001\"\n",
+            REFERENCE,
+        )
+        .expect("parses");
+        let overrides = Overrides {
+            http: Some("127.0.0.1:9100".into()),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(Path::new("cp.toml"), file, &overrides).expect("resolves");
+        assert_eq!(settings.http.to_string(), "127.0.0.1:9100");
+        assert_eq!(settings.quic.to_string(), "127.0.0.1:9001");
+        assert!(settings.public_address.ends_with(":9001"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let overrides = Overrides {
+            quic: Some("nowhere".into()),
+            ..Overrides::default()
+        };
+        let error = Settings::resolve(Path::new("cp.toml"), ConfigFile::default(), &overrides)
+            .expect_err("fails");
+        assert!(error.to_string().contains("key `server.quic`"), "{error}");
+        let error = parse_toml::<ConfigFile>(
+            Path::new("cp.toml"),
+            "[storage]\nretension = \"1d\"\n",
+            REFERENCE,
+        )
+        .expect_err("fails");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cp.toml:2:1: key `storage.retension`: unknown field"),
+            "{error}"
+        );
+    }
+}

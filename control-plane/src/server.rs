@@ -1,0 +1,189 @@
+//! Wires the control plane together: PKI, tokens, store, registry, the QUIC ingest server and
+//! the HTTP API; and stops them in order. `serve`, `quickstart` and the tests all start it here.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock, atomic::AtomicU64},
+    time::{Duration, Instant},
+};
+
+use aisemble_certs::Pki;
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::{
+    api::{self, AppState},
+    auth::{Auth, Role},
+    config::Settings,
+    ingest::{self, IngestContext},
+    registry::Registry,
+    store::{Store, StoreOptions},
+    telemetry::Telemetry,
+};
+
+/// How often changed agent records are written.
+const REGISTRY_PERSIST: Duration = Duration::from_secs(5);
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct ControlPlane {
+    /// Bound HTTP address.
+    pub http: SocketAddr,
+    /// Bound QUIC address.
+    pub quic: SocketAddr,
+    /// The admin token created on first start (shown once).
+    pub first_admin_token: Option<String>,
+    /// Handlers' state (store, registry, PKI, tokens).
+    pub state: AppState,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the PKI in `<data_dir>/pki`, creating the CA and server certificate on first use.
+///
+/// # Errors
+/// When the directory cannot be created or the files are damaged.
+pub fn open_pki(settings: &Settings) -> anyhow::Result<(Pki, bool)> {
+    let dir = settings.data_dir.join("pki");
+    Pki::open_or_init(&dir, &settings.server_names)
+        .with_context(|| format!("opening the PKI in {}", dir.display()))
+}
+
+impl ControlPlane {
+    /// Starts everything; returns once both listeners are bound.
+    ///
+    /// # Errors
+    /// When the data directory, PKI, store or a listen address is unusable.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "creating the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+        let blocking_settings = settings.clone();
+        let (pki, auth, first_admin_token, store) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let (pki, created) = open_pki(&blocking_settings)?;
+            if created {
+                info!(fingerprint = %pki.ca_fingerprint_sha256(), "Created the certificate authority.");
+            }
+            let auth = Auth::open(&blocking_settings.data_dir).context("opening the token file")?;
+            let first_admin_token = if auth.is_empty() {
+                let (_, token) = auth.create(Role::Admin, "admin").context("creating the admin token")?;
+                Some(token)
+            } else {
+                None
+            };
+            let options = StoreOptions {
+                retention: blocking_settings.retention,
+                checkpoint_interval: blocking_settings.checkpoint_interval,
+                cache_capacity: blocking_settings.cache_bytes,
+            };
+            let store_dir = blocking_settings.data_dir.join("store");
+            let store = Store::open(&store_dir, options).with_context(|| format!("opening the store in {}", store_dir.display()))?;
+            Ok((pki, auth, first_admin_token, store))
+        })
+        .await??;
+        let registry = Arc::new(
+            Registry::open(store.open_tree("agents")?).context("loading the agent registry")?,
+        );
+        let revocations = Arc::new(RwLock::new(pki.revocation_list()?));
+        let telemetry = Telemetry::new();
+        let ingest = Arc::new(IngestContext {
+            store: store.clone(),
+            registry: Arc::clone(&registry),
+            telemetry: telemetry.clone(),
+            max_frame_bytes: settings.max_frame_bytes,
+            revocations: Arc::clone(&revocations),
+        });
+        let pki = Arc::new(pki);
+
+        let endpoint = ingest::bind(settings.quic, ingest::server_config(&pki, revocations)?)
+            .with_context(|| format!("binding QUIC on {}", settings.quic))?;
+        let quic = endpoint.local_addr()?;
+        let listener = tokio::net::TcpListener::bind(settings.http)
+            .await
+            .with_context(|| format!("binding HTTP on {}", settings.http))?;
+        let http = listener.local_addr()?;
+
+        let state = AppState {
+            store: store.clone(),
+            registry: Arc::clone(&registry),
+            telemetry,
+            auth: Arc::new(auth),
+            pki: Arc::clone(&pki),
+            ingest: Arc::clone(&ingest),
+            metrics_require_token: settings.metrics_require_token,
+            started,
+            command_ids: Arc::new(AtomicU64::new(0)),
+        };
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(ingest::serve(
+            endpoint,
+            pki,
+            ingest,
+            shutdown.clone(),
+        )));
+        let router = api::router(state.clone());
+        let http_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let server = axum::serve(listener, router)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned());
+            if let Err(error) = server.await {
+                error!(%error, "HTTP server failed.");
+            }
+        }));
+        tasks.push(tokio::spawn(persist_registry(
+            Arc::clone(&registry),
+            shutdown.clone(),
+        )));
+        info!(%http, %quic, data_dir = %settings.data_dir.display(), "Control plane started.");
+        Ok(Self {
+            http,
+            quic,
+            first_admin_token,
+            state,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// A token that cancels when the control plane stops.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, closes agent sessions, finishes HTTP requests, writes a final checkpoint.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let registry = Arc::clone(&self.state.registry);
+        let store = self.state.store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = registry.persist();
+            store.shutdown();
+        })
+        .await;
+        info!("Control plane stopped.");
+    }
+}
+
+async fn persist_registry(registry: Arc<Registry>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(REGISTRY_PERSIST);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let registry = Arc::clone(&registry);
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || registry.persist()).await {
+            error!(%error, "Cannot persist agent records; retrying.");
+        }
+    }
+}
