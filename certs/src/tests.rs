@@ -905,6 +905,9 @@ fn configs_are_tls13_without_early_data() {
     .expect("server config");
     assert_eq!(server.max_early_data_size, 0);
     assert_eq!(server.alpn_protocols, [ALPN.to_vec()]);
+    // No resumption: a resumed session would skip the (revocation-checking) certificate verifier.
+    assert!(!server.session_storage.can_cache());
+    assert_eq!(server.send_tls13_tickets, 0);
     // A key that does not belong to the chain is refused.
     let wrong_key = rustls_pki_types::PrivateKeyDer::from_pem_slice(
         KeyPair::generate().expect("key").serialize_pem().as_bytes(),

@@ -73,6 +73,10 @@ pub fn server_config(
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![alpn.to_vec()];
     config.max_early_data_size = 0;
+    // A resumed TLS 1.3 session skips client certificate verification, so a revoked agent could
+    // resume its way back in: every handshake is a full one.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -93,6 +97,7 @@ pub fn client_config(
         .with_client_auth_cert(chain, key)?;
     config.alpn_protocols = vec![alpn.to_vec()];
     config.enable_early_data = false;
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 

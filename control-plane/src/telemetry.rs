@@ -37,6 +37,8 @@ pub mod reject {
     pub const BAD_SAMPLE: &str = "bad_sample";
     /// A sample older than its series' latest.
     pub const OUT_OF_ORDER: &str = "out_of_order_sample";
+    /// A sample identical to its series' latest (stored before).
+    pub const DUPLICATE: &str = "duplicate_sample";
 }
 
 /// Every metric the control plane keeps about itself.
@@ -136,6 +138,8 @@ impl Telemetry {
             reject::BAD_FRAME,
             reject::FRAME_TOO_LARGE,
             reject::VERSION,
+            reject::OUT_OF_ORDER,
+            reject::DUPLICATE,
         ] {
             // Pre-create the common reasons so dashboards and alerts see zeros, not absent series.
             ingest_rejected.with_label_values(&[reason]);

@@ -233,6 +233,9 @@ impl Session {
                     })?;
                     self.context.telemetry.ingest_samples.inc_by(outcome.appended);
                     self.context.telemetry.ingest_batches.inc();
+                    if outcome.duplicates > 0 {
+                        self.context.telemetry.ingest_rejected.with_label_values(&[reject::DUPLICATE]).inc_by(outcome.duplicates);
+                    }
                     if outcome.out_of_order > 0 {
                         self.context.telemetry.ingest_rejected.with_label_values(&[reject::OUT_OF_ORDER]).inc_by(outcome.out_of_order);
                     }

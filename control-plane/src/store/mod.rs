@@ -116,6 +116,8 @@ pub struct CommitOutcome {
     pub appended: u64,
     /// Samples older than their series' latest (refused, as Prometheus does).
     pub out_of_order: u64,
+    /// Samples identical to their series' latest (already stored; ignored).
+    pub duplicates: u64,
 }
 
 /// A submitted commit; resolves once the batch is durable and applied.
@@ -583,7 +585,7 @@ impl Inner {
             match series.append(*t, *v) {
                 AppendOutcome::Appended => outcome.appended += 1,
                 AppendOutcome::OutOfOrder => outcome.out_of_order += 1,
-                AppendOutcome::Duplicate => {}
+                AppendOutcome::Duplicate => outcome.duplicates += 1,
             }
         }
         self.counters

@@ -95,7 +95,8 @@ async fn committed_batches_are_queryable_and_watermarked() {
         outcome,
         CommitOutcome {
             appended: 20,
-            out_of_order: 0
+            out_of_order: 0,
+            duplicates: 0
         }
     );
     commit(&store, "b", 1..=3).await;

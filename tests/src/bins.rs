@@ -1,0 +1,42 @@
+//! Locating (and building once) the binaries under test.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+/// Paths of the two binaries, built by `cargo build` once per test process.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `aisemble-cp`.
+    pub control_plane: PathBuf,
+    /// `aisemble-agent`.
+    pub agent: PathBuf,
+}
+
+/// The binaries of this workspace in the profile the tests were built with.
+///
+/// # Panics
+/// When the build fails: every end-to-end test needs the binaries.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        // target/<profile>/deps/<test binary> → target/<profile>
+        let exe = std::env::current_exe().expect("current test executable");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory").to_owned();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        command.args(["build", "--quiet", "-p", "aisemble-control-plane", "-p", "aisemble-agent", "--bins"]);
+        if release {
+            command.arg("--release");
+        }
+        if let Some(target) = profile_dir.parent() {
+            command.env("CARGO_TARGET_DIR", target);
+        }
+        let status = command.status().expect("running cargo build");
+        assert!(status.success(), "cargo build of the binaries failed");
+        Binaries { control_plane: profile_dir.join("aisemble-cp"), agent: profile_dir.join("aisemble-agent") }
+    })
+}

@@ -1,0 +1,51 @@
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::tempdir;
+use crate::{http::metric_value, process::ControlPlane, wait};
+
+/// SPEC §4 / README: a fresh data directory, `aisemble-cp quickstart`, and within 30 s `/metrics`
+/// shows the local agent's CPU with its host label and one connected agent; the exposition passes
+/// `promtool check metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_streams_a_local_agent_within_30_seconds() {
+    let dir = tempdir();
+    let started = Instant::now();
+    let cp = ControlPlane::quickstart(&dir.path().join("data"));
+    let api = cp.api();
+    let text = wait::until(Duration::from_secs(30).saturating_sub(started.elapsed()), "CPU series and one agent", || async {
+        let text = api.metrics().await.ok()?;
+        (text.contains("aisemble_system_cpu_usage_percent{host=\"") && metric_value(&text, "aisemble_agents_connected") == Some(1.0))
+            .then_some(text)
+    })
+    .await;
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool not found: install Debian's `prometheus` package (.ci/run does)");
+    promtool.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    let output = promtool.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let (status, agents) = api.get("/ops/agents").await.expect("agents");
+    assert_eq!(status, 200);
+    let agents = agents["agents"].as_array().expect("list");
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0]["connected"], true);
+    let (status, health) = api.get("/health").await.expect("health");
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
+    let page = reqwest::get(format!("http://{}/", cp.http)).await.expect("page").text().await.expect("text");
+    assert!(page.contains("Ai-semble Ops"));
+}
