@@ -1,4 +1,5 @@
 //! `aisemble-agent`: glue only — arguments, config, tracing, signals. The work is in the library.
+#![allow(clippy::print_stdout)] // A CLI prints its results.
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -55,7 +55,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let (records_tx, records_rx) = watch::channel(journal.last_seq());
     let (monitoring_tx, monitoring_rx) = watch::channel(MonitoringState::Running);
 
-    let (collectors, unavailable) = collect::build(&settings.collectors);
+    let collect::Built {
+        collectors,
+        unavailable,
+    } = collect::build(&settings.collectors);
     for (kind, error) in unavailable {
         warn!(collector = ?kind, %error, "Collector unavailable on this host; running without it.");
     }

@@ -24,11 +24,23 @@ pub fn binaries() -> &'static Binaries {
     BINARIES.get_or_init(|| {
         // target/<profile>/deps/<test binary> → target/<profile>
         let exe = std::env::current_exe().expect("current test executable");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory").to_owned();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile> directory")
+            .to_owned();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
-        command.args(["build", "--quiet", "-p", "aisemble-control-plane", "-p", "aisemble-agent", "--bins"]);
+        command.args([
+            "build",
+            "--quiet",
+            "-p",
+            "aisemble-control-plane",
+            "-p",
+            "aisemble-agent",
+            "--bins",
+        ]);
         if release {
             command.arg("--release");
         }
@@ -37,6 +49,9 @@ pub fn binaries() -> &'static Binaries {
         }
         let status = command.status().expect("running cargo build");
         assert!(status.success(), "cargo build of the binaries failed");
-        Binaries { control_plane: profile_dir.join("aisemble-cp"), agent: profile_dir.join("aisemble-agent") }
+        Binaries {
+            control_plane: profile_dir.join("aisemble-cp"),
+            agent: profile_dir.join("aisemble-agent"),
+        }
     })
 }

@@ -15,7 +15,11 @@ pub struct Api {
 impl Api {
     /// A client for `http://addr` with a bearer token.
     pub fn new(addr: std::net::SocketAddr, token: &str) -> Self {
-        Self { base: format!("http://{addr}"), token: token.to_owned(), client: reqwest::Client::new() }
+        Self {
+            base: format!("http://{addr}"),
+            token: token.to_owned(),
+            client: reqwest::Client::new(),
+        }
     }
 
     /// `GET path` with the token; the status and the parsed JSON body.
@@ -23,7 +27,12 @@ impl Api {
     /// # Errors
     /// When the request fails or the body is not JSON.
     pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        let response = self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?;
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await?))
     }
@@ -33,7 +42,13 @@ impl Api {
     /// # Errors
     /// When the request fails or the body is not JSON.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let response = self.client.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body).send().await?;
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await?))
     }
@@ -43,7 +58,13 @@ impl Api {
     /// # Errors
     /// When the request fails.
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        Ok(self.client.get(format!("{}/metrics", self.base)).send().await?.text().await?)
+        Ok(self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     /// The value of one exposition line `name{labels}` (exact label text, `""` for none).
@@ -68,12 +89,20 @@ impl Api {
     ///
     /// # Errors
     /// When the query fails.
-    pub async fn raw_timestamps(&self, selector: &str) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
-        let (status, body) = self.get(&format!("/api/v1/query?query={}", urlencode(selector))).await?;
+    pub async fn raw_timestamps(
+        &self,
+        selector: &str,
+    ) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
+        let (status, body) = self
+            .get(&format!("/api/v1/query?query={}", urlencode(selector)))
+            .await?;
         anyhow::ensure!(status == 200, "query failed: {body}");
         let mut out = BTreeMap::new();
         for series in body["data"]["result"].as_array().into_iter().flatten() {
-            let host = series["metric"]["host"].as_str().unwrap_or_default().to_owned();
+            let host = series["metric"]["host"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let times = series["values"]
                 .as_array()
                 .into_iter()
@@ -89,9 +118,11 @@ impl Api {
 
 /// The value of the exposition line for `series` (`name{a="b"}` exactly as rendered, or a bare name).
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// Percent-encodes a query parameter.
@@ -99,7 +130,9 @@ pub fn urlencode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -23,7 +23,10 @@ impl Lines {
         let sink = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                sink.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+                sink.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
             }
         });
         lines
@@ -31,12 +34,18 @@ impl Lines {
 
     /// Every line so far.
     pub fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// JSON log events so far (non-JSON lines skipped).
     pub fn events(&self) -> Vec<Value> {
-        self.all().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        self.all()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Waits for a line containing `needle`; returns it.
@@ -49,14 +58,20 @@ impl Lines {
             if let Some(line) = self.all().into_iter().find(|l| l.contains(needle)) {
                 return line;
             }
-            assert!(Instant::now() < deadline, "no line containing {needle:?} within {timeout:?}; got:\n{}", self.all().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "no line containing {needle:?} within {timeout:?}; got:\n{}",
+                self.all().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
 
 fn terminate(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -71,7 +86,10 @@ fn terminate(child: &mut Child) {
 fn tail(name: &str, lines: &Lines) {
     let all = lines.all();
     let start = all.len().saturating_sub(80);
-    eprintln!("----- last lines of {name} -----\n{}", all[start..].join("\n"));
+    eprintln!(
+        "----- last lines of {name} -----\n{}",
+        all[start..].join("\n")
+    );
 }
 
 /// A control plane process.
@@ -108,12 +126,29 @@ impl ControlPlane {
         Self::spawn(data_dir, "127.0.0.1:0", "127.0.0.1:0", None, true)
     }
 
-    fn spawn(data_dir: &Path, http: &str, quic: &str, token: Option<String>, quickstart: bool) -> Self {
+    fn spawn(
+        data_dir: &Path,
+        http: &str,
+        quic: &str,
+        token: Option<String>,
+        quickstart: bool,
+    ) -> Self {
         let mut child = Command::new(&binaries().control_plane)
             .arg(if quickstart { "quickstart" } else { "serve" })
-            .args(["--http", http, "--quic", quic, "--log-format", "json", "--data-dir"])
+            .args([
+                "--http",
+                http,
+                "--quic",
+                quic,
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
             .arg(data_dir)
-            .env("RUST_LOG", "aisemble_control_plane=debug,aisemble_agent=info")
+            .env(
+                "RUST_LOG",
+                "aisemble_control_plane=debug,aisemble_agent=info",
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -121,7 +156,8 @@ impl ControlPlane {
         let stdout = Lines::capture(child.stdout.take().expect("stdout"));
         let stderr = Lines::capture(child.stderr.take().expect("stderr"));
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut http, mut quic_addr, mut first_token, mut session_token) = (None, None, None, None);
+        let (mut http, mut quic_addr, mut first_token, mut session_token) =
+            (None, None, None, None);
         while Instant::now() < deadline && (http.is_none() || quic_addr.is_none()) {
             for line in stdout.all() {
                 if let Some(v) = field(&line, "Dashboard and API: http://") {
@@ -139,7 +175,10 @@ impl ControlPlane {
             }
             if let Ok(Some(status)) = child.try_wait() {
                 tail("aisemble-cp", &stderr);
-                panic!("aisemble-cp exited early with {status}: {}", stdout.all().join("\n"));
+                panic!(
+                    "aisemble-cp exited early with {status}: {}",
+                    stdout.all().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -147,8 +186,20 @@ impl ControlPlane {
             tail("aisemble-cp", &stderr);
             panic!("aisemble-cp did not report its addresses");
         };
-        let token = session_token.or(first_token).or(token).expect("an admin token (first start prints one)");
-        Self { data_dir: data_dir.to_owned(), http, quic, token, child: Some(child), stdout, stderr, quickstart }
+        let token = session_token
+            .or(first_token)
+            .or(token)
+            .expect("an admin token (first start prints one)");
+        Self {
+            data_dir: data_dir.to_owned(),
+            http,
+            quic,
+            token,
+            child: Some(child),
+            stdout,
+            stderr,
+            quickstart,
+        }
     }
 
     /// An API client with the admin token.
@@ -174,7 +225,13 @@ impl ControlPlane {
     /// Starts again on the same data directory and ports (after `kill9` or `terminate`).
     pub fn restart(&mut self) {
         self.kill9();
-        let next = Self::spawn(&self.data_dir, &self.http.to_string(), &self.quic.to_string(), Some(self.token.clone()), self.quickstart);
+        let next = Self::spawn(
+            &self.data_dir,
+            &self.http.to_string(),
+            &self.quic.to_string(),
+            Some(self.token.clone()),
+            self.quickstart,
+        );
         *self = next;
     }
 
@@ -198,16 +255,30 @@ impl ControlPlane {
     pub fn issue_agent(&self, name: &str, dir: &Path, interval: &str, max_bytes: &str) -> PathBuf {
         let address = format!("127.0.0.1:{}", self.quic.port());
         let out = dir.to_str().expect("utf-8 path");
-        let (code, stdout, stderr) = self.cli(&["certs", "issue-agent", name, "--out", out, "--address", &address]);
+        let (code, stdout, stderr) = self.cli(&[
+            "certs",
+            "issue-agent",
+            name,
+            "--out",
+            out,
+            "--address",
+            &address,
+        ]);
         assert_eq!(code, 0, "issue-agent failed: {stdout}{stderr}");
         for file in ["ca.pem", "agent.pem", "agent.key", "agent.toml"] {
             assert!(dir.join(file).exists(), "{file} missing");
         }
         let config = dir.join("agent.toml");
         let text = std::fs::read_to_string(&config).expect("agent.toml");
-        let text = text.replace("[control_plane]", "[control_plane]\nserver_name = \"localhost\"")
+        let text = text
+            .replace(
+                "[control_plane]",
+                "[control_plane]\nserver_name = \"localhost\"",
+            )
             .replace("[agent]", "[agent]\ndata_dir = \"journal\"");
-        let text = format!("{text}\n[collect]\ninterval = \"{interval}\"\n\n[buffer]\nmax_bytes = \"{max_bytes}\"\n");
+        let text = format!(
+            "{text}\n[collect]\ninterval = \"{interval}\"\n\n[buffer]\nmax_bytes = \"{max_bytes}\"\n"
+        );
         std::fs::write(&config, text).expect("writing agent.toml");
         config
     }
@@ -238,7 +309,12 @@ impl Agent {
     /// `aisemble-agent run --config <config>`, logging every journaled record.
     pub fn start(config: &Path) -> Self {
         let (child, stderr) = Self::spawn(config);
-        Self { config: config.to_owned(), child: Some(child), stderr, restarts: Vec::new() }
+        Self {
+            config: config.to_owned(),
+            child: Some(child),
+            stderr,
+            restarts: Vec::new(),
+        }
     }
 
     fn spawn(config: &Path) -> (Child, Lines) {
@@ -261,7 +337,9 @@ impl Agent {
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// `kill -9`.
@@ -283,7 +361,8 @@ impl Agent {
     pub fn restart(&mut self) {
         self.kill9();
         let (child, stderr) = Self::spawn(&self.config);
-        self.restarts.push(std::mem::replace(&mut self.stderr, stderr));
+        self.restarts
+            .push(std::mem::replace(&mut self.stderr, stderr));
         self.child = Some(child);
     }
 
@@ -301,14 +380,20 @@ impl Agent {
     /// Resident memory in KiB, from `/proc/<pid>/status`.
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            tail(&format!("aisemble-agent {}", self.config.display()), &self.stderr);
+            tail(
+                &format!("aisemble-agent {}", self.config.display()),
+                &self.stderr,
+            );
         }
         self.kill9();
     }

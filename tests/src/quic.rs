@@ -25,16 +25,20 @@ pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> quinn::Clie
         None => {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(ca).expect("root");
-            let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .expect("TLS 1.3")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
             tls.alpn_protocols = vec![ALPN.to_vec()];
             tls
         }
     };
-    quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS")))
+    quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS"),
+    ))
 }
 
 /// Connects and opens the session stream; a refused handshake shows up as an error here or on
@@ -42,9 +46,16 @@ pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> quinn::Clie
 ///
 /// # Errors
 /// When the connection or stream fails.
-pub async fn connect(addr: SocketAddr, config: quinn::ClientConfig) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+pub async fn connect(
+    addr: SocketAddr,
+    config: quinn::ClientConfig,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
     let endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let connection = tokio::time::timeout(Duration::from_secs(10), endpoint.connect_with(config, addr, "localhost")?).await??;
+    let connection = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect_with(config, addr, "localhost")?,
+    )
+    .await??;
     Ok((endpoint, connection))
 }
 
@@ -71,12 +82,17 @@ pub fn frame(message: &AgentMessage) -> Vec<u8> {
 ///
 /// # Errors
 /// When the stream fails or ends.
-pub async fn read_message(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> anyhow::Result<ControlMessage> {
+pub async fn read_message(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> anyhow::Result<ControlMessage> {
     loop {
         if let Some(body) = decoder.next_frame()? {
             return Ok(codec::decode_frame(&body)?);
         }
-        match tokio::time::timeout(Duration::from_secs(10), recv.read_chunk(64 << 10, true)).await?? {
+        match tokio::time::timeout(Duration::from_secs(10), recv.read_chunk(64 << 10, true))
+            .await??
+        {
             Some(chunk) => decoder.push(&chunk.bytes),
             None => anyhow::bail!("stream ended"),
         }

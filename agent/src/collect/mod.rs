@@ -51,11 +51,17 @@ pub trait Collector: Send + std::fmt::Debug {
     fn collect(&mut self, out: &mut Vec<Sample>) -> Result<(), CollectError>;
 }
 
-/// Builds the configured collectors. A collector the platform cannot offer is reported in the
-/// second list and left out; the agent runs with the rest.
-pub fn build(
-    kinds: &[CollectorKind],
-) -> (Vec<Box<dyn Collector>>, Vec<(CollectorKind, CollectError)>) {
+/// The collectors built from the config, and those the platform cannot offer.
+#[derive(Debug, Default)]
+pub struct Built {
+    /// Ready to run.
+    pub collectors: Vec<Box<dyn Collector>>,
+    /// Left out, with the reason; the agent runs with the rest.
+    pub unavailable: Vec<(CollectorKind, CollectError)>,
+}
+
+/// Builds the configured collectors.
+pub fn build(kinds: &[CollectorKind]) -> Built {
     let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
     let mut failed = Vec::new();
     let mut add = |kind, built: Result<Box<dyn Collector>, CollectError>| match built {
@@ -75,12 +81,15 @@ pub fn build(
             _ => {}
         }
     }
-    (collectors, failed)
+    Built {
+        collectors,
+        unavailable: failed,
+    }
 }
 
 /// Runs every collector once, appending to `out`; returns the failures of this tick.
-pub fn collect_all<'a>(
-    collectors: &'a mut [Box<dyn Collector>],
+pub fn collect_all(
+    collectors: &mut [Box<dyn Collector>],
     out: &mut Vec<Sample>,
 ) -> Vec<(&'static str, CollectError)> {
     let mut failures = Vec::new();

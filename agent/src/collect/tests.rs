@@ -56,7 +56,10 @@ fn processes_counts_numeric_entries_only() {
 
 #[test]
 fn every_collector_runs_on_this_host_with_known_names() {
-    let (mut collectors, failed) = build(&aisemble_shared::config::CollectorKind::all());
+    let Built {
+        mut collectors,
+        unavailable: failed,
+    } = build(&aisemble_shared::config::CollectorKind::all());
     assert!(failed.is_empty(), "{failed:?}");
     std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
     let mut out = Vec::new();

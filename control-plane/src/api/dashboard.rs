@@ -5,7 +5,7 @@
 use axum::response::Html;
 
 /// The page.
-pub async fn page() -> Html<&'static str> {
+pub(super) async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 

@@ -82,7 +82,7 @@ impl IntoResponse for ApiError {
 
 /// Fills in error bodies with the request id, and turns axum's own rejections (bad JSON, bad
 /// query strings) into the same format.
-pub async fn render(request: Request, next: Next) -> Response {
+pub(super) async fn render(request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
         .get("x-request-id")

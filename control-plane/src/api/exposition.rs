@@ -9,7 +9,7 @@ use super::AppState;
 use crate::{query::LOOKBACK, store::now_ms};
 
 /// Renders the whole exposition.
-pub fn render(state: &AppState) -> Vec<u8> {
+pub(super) fn render(state: &AppState) -> Vec<u8> {
     let telemetry = &state.telemetry;
     telemetry
         .agents_connected
@@ -117,7 +117,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Escapes a label value for the text format.
-pub fn escape(value: &str) -> String {
+pub(super) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -125,7 +125,7 @@ pub fn escape(value: &str) -> String {
 }
 
 /// Formats a sample value as Prometheus does.
-pub fn format_value(value: f64) -> String {
+pub(super) fn format_value(value: f64) -> String {
     if value.is_nan() {
         "NaN".into()
     } else if value == f64::INFINITY {

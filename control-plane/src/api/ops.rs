@@ -21,7 +21,7 @@ use crate::{
 use aisemble_shared::metrics as names;
 
 /// `GET /health`.
-pub async fn health() -> Json<Json_> {
+pub(super) async fn health() -> Json<Json_> {
     Json(
         json!({"status": "healthy", "service": "aisemble-control-plane", "version": aisemble_shared::VERSION}),
     )
@@ -80,7 +80,7 @@ fn agent_json(state: &AppState, agent: &AgentView) -> Json_ {
 }
 
 /// `GET /ops/agents`.
-pub async fn agents(State(state): State<AppState>) -> Json<Json_> {
+pub(super) async fn agents(State(state): State<AppState>) -> Json<Json_> {
     let agents: Vec<Json_> = state
         .registry
         .list()
@@ -91,7 +91,7 @@ pub async fn agents(State(state): State<AppState>) -> Json<Json_> {
 }
 
 /// `GET /ops/agents/{id}`.
-pub async fn agent(
+pub(super) async fn agent(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
@@ -112,7 +112,7 @@ fn summary(values: &[f64]) -> Json_ {
 }
 
 /// `GET /ops/status`.
-pub async fn status(State(state): State<AppState>) -> Json<Json_> {
+pub(super) async fn status(State(state): State<AppState>) -> Json<Json_> {
     let agents = state.registry.list();
     let connected = agents.iter().filter(|a| a.connected).count();
     let latest = |metric: &str| -> Vec<f64> {
@@ -152,7 +152,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Json_> {
 
 /// Parameters of `GET /ops/metrics/query`: `query` plus `time`, or `start`, `end` and `step`.
 #[derive(Deserialize, Debug)]
-pub struct QueryParams {
+pub(super) struct QueryParams {
     query: String,
     time: Option<String>,
     start: Option<String>,
@@ -161,7 +161,7 @@ pub struct QueryParams {
 }
 
 /// `GET /ops/metrics/query`: instant or range query, Prometheus result shapes.
-pub async fn metrics_query(
+pub(super) async fn metrics_query(
     State(state): State<AppState>,
     Query(params): Query<QueryParams>,
 ) -> Result<Response, ApiError> {
@@ -238,7 +238,7 @@ async fn set_monitoring(
 }
 
 /// `POST /ops/monitoring/start`.
-pub async fn monitoring_start(
+pub(super) async fn monitoring_start(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<Json_>, ApiError> {
@@ -246,7 +246,7 @@ pub async fn monitoring_start(
 }
 
 /// `POST /ops/monitoring/stop`.
-pub async fn monitoring_stop(
+pub(super) async fn monitoring_stop(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<Json_>, ApiError> {
@@ -254,7 +254,7 @@ pub async fn monitoring_stop(
 }
 
 /// `POST /ops/agents/{id}/revoke`: revokes every certificate issued to the agent and disconnects it.
-pub async fn revoke(
+pub(super) async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {

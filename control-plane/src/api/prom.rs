@@ -21,7 +21,7 @@ use crate::{
 
 /// A Prometheus-format API error.
 #[derive(Debug)]
-pub struct PromError {
+pub(super) struct PromError {
     status: StatusCode,
     kind: &'static str,
     message: String,
@@ -114,7 +114,7 @@ impl Params {
 }
 
 /// A timestamp: Unix seconds (fractions allowed) or RFC 3339; returns milliseconds.
-pub fn parse_time(value: &str) -> Result<i64, String> {
+pub(super) fn parse_time(value: &str) -> Result<i64, String> {
     if let Ok(seconds) = value.parse::<f64>() {
         if !seconds.is_finite() {
             return Err(format!("cannot parse {value:?} to a valid timestamp"));
@@ -130,7 +130,7 @@ pub fn parse_time(value: &str) -> Result<i64, String> {
 }
 
 /// A duration: seconds (fractions allowed) or a Prometheus duration (`15s`, `1m`); returns ms.
-pub fn parse_duration(value: &str) -> Result<i64, String> {
+pub(super) fn parse_duration(value: &str) -> Result<i64, String> {
     if let Ok(seconds) = value.parse::<f64>() {
         if !seconds.is_finite() {
             return Err(format!("cannot parse {value:?} to a valid duration"));
@@ -185,7 +185,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `GET|POST /api/v1/query`.
-pub async fn instant_query(
+pub(super) async fn instant_query(
     State(state): State<AppState>,
     method: Method,
     RawQuery(q): RawQuery,
@@ -206,7 +206,7 @@ pub async fn instant_query(
 }
 
 /// `GET|POST /api/v1/query_range`.
-pub async fn range_query(
+pub(super) async fn range_query(
     State(state): State<AppState>,
     method: Method,
     RawQuery(q): RawQuery,
@@ -256,7 +256,7 @@ fn matcher_sets(params: &Params) -> Result<Vec<Vec<promql_parser::label::Matcher
 }
 
 /// `GET|POST /api/v1/series`.
-pub async fn series(
+pub(super) async fn series(
     State(state): State<AppState>,
     method: Method,
     RawQuery(q): RawQuery,
@@ -282,7 +282,7 @@ pub async fn series(
 }
 
 /// `GET|POST /api/v1/labels`.
-pub async fn labels(
+pub(super) async fn labels(
     State(state): State<AppState>,
     method: Method,
     RawQuery(q): RawQuery,
@@ -309,7 +309,10 @@ pub async fn labels(
 }
 
 /// `GET /api/v1/label/{name}/values`.
-pub async fn label_values(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+pub(super) async fn label_values(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Response {
     success(json!(state.store.label_values(&name)))
 }
 

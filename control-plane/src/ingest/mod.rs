@@ -179,7 +179,11 @@ async fn handle(incoming: quinn::Incoming, context: Arc<IngestContext>) {
     tracing::Span::current().record("agent", identity.name.as_str());
     // The verifier already refused revoked certificates; this closes the window between a
     // handshake and a revocation that lands during it.
-    let revoked = context.revocations.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_revoked(&identity.serial);
+    let revoked = context
+        .revocations
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .is_revoked(&identity.serial);
     if revoked {
         context.telemetry.reject(reject::REVOKED);
         warn!("Refused a revoked certificate after the handshake.");

@@ -15,12 +15,12 @@ use super::{
 };
 
 /// Samples per chunk, as Prometheus does: about 1.4 bytes per sample once compressed.
-pub const MAX_CHUNK_SAMPLES: usize = 120;
+pub(super) const MAX_CHUNK_SAMPLES: usize = 120;
 
 const DAY_MS: i64 = 86_400_000;
 
 /// The UTC day (days since the Unix epoch) of a millisecond timestamp.
-pub fn day_of(t: i64) -> i64 {
+pub(super) fn day_of(t: i64) -> i64 {
     t.div_euclid(DAY_MS)
 }
 
@@ -108,10 +108,11 @@ impl Series {
         let seal = head.open.as_ref().is_some_and(|open| {
             open.len() >= MAX_CHUNK_SAMPLES || open.first_timestamp().map(day_of) != Some(day_of(t))
         });
-        if seal && let Some(open) = head.open.take() {
-            if let Some(chunk) = encoded(&open) {
-                head.sealed.push(chunk);
-            }
+        if seal
+            && let Some(open) = head.open.take()
+            && let Some(chunk) = encoded(&open)
+        {
+            head.sealed.push(chunk);
         }
         let open = head.open.get_or_insert_with(XorAppender::new);
         if open.append(t, v).is_err() {

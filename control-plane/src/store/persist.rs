@@ -16,7 +16,7 @@ const WAL_FORMAT_V1: u8 = 1;
 
 /// One committed batch, as written to the WAL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WalEntry {
+pub(super) struct WalEntry {
     /// Agent identity.
     pub agent: String,
     /// The agent's journal id.
@@ -41,14 +41,14 @@ pub struct Watermark {
 }
 
 /// WAL key of an entry.
-pub fn wal_key(seq: u64) -> [u8; 9] {
+pub(super) fn wal_key(seq: u64) -> [u8; 9] {
     let mut key = [b'w'; 9];
     key[1..].copy_from_slice(&seq.to_be_bytes());
     key
 }
 
 /// WAL sequence of an entry key.
-pub fn wal_seq(key: &[u8]) -> Option<u64> {
+pub(super) fn wal_seq(key: &[u8]) -> Option<u64> {
     match key {
         [b'w', rest @ ..] => rest.try_into().ok().map(u64::from_be_bytes),
         _ => None,
@@ -56,7 +56,7 @@ pub fn wal_seq(key: &[u8]) -> Option<u64> {
 }
 
 /// Key of an agent's watermark.
-pub fn watermark_key(agent: &str) -> Vec<u8> {
+pub(super) fn watermark_key(agent: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(agent.len() + 1);
     key.push(b'a');
     key.extend_from_slice(agent.as_bytes());
@@ -85,7 +85,7 @@ impl Watermark {
 
 impl WalEntry {
     /// `format u8 | agent len u16 | agent | journal u64 | first_new u64 | last u64 | compression u8 | payload`.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let agent = self.agent.as_bytes();
         let mut out = Vec::with_capacity(32 + agent.len() + self.payload.len());
         out.push(WAL_FORMAT_V1);
@@ -103,7 +103,7 @@ impl WalEntry {
     }
 
     /// Reads [`WalEntry::encode`]'s output.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
         let mut reader = Reader(bytes);
         if reader.u8()? != WAL_FORMAT_V1 {
             return None;
@@ -130,7 +130,9 @@ impl WalEntry {
 }
 
 /// `u16 count`, then per pair `u16 len | name | u32 len | value`.
-pub fn encode_labels<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+pub(super) fn encode_labels<'a>(
+    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&(pairs.len() as u16).to_be_bytes());
     for (name, value) in pairs {
@@ -143,7 +145,7 @@ pub fn encode_labels<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)
 }
 
 /// Reads [`encode_labels`]'s output.
-pub fn decode_labels(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+pub(super) fn decode_labels(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     let mut reader = Reader(bytes);
     let count = reader.u16()?;
     let mut pairs = Vec::with_capacity(usize::from(count));
@@ -160,7 +162,7 @@ pub fn decode_labels(bytes: &[u8]) -> Option<Vec<(String, String)>> {
 }
 
 /// Key of a chunk: series id, then its first timestamp, both ordered as unsigned big-endian.
-pub fn chunk_key(series: u32, min_t: i64) -> [u8; 12] {
+pub(super) fn chunk_key(series: u32, min_t: i64) -> [u8; 12] {
     let mut key = [0; 12];
     key[..4].copy_from_slice(&series.to_be_bytes());
     key[4..].copy_from_slice(&((min_t as u64) ^ (1 << 63)).to_be_bytes());
@@ -168,7 +170,8 @@ pub fn chunk_key(series: u32, min_t: i64) -> [u8; 12] {
 }
 
 /// Series id and first timestamp of a chunk key.
-pub fn parse_chunk_key(key: &[u8]) -> Option<(u32, i64)> {
+#[cfg(test)]
+pub(super) fn parse_chunk_key(key: &[u8]) -> Option<(u32, i64)> {
     let key: &[u8; 12] = key.try_into().ok()?;
     let series = u32::from_be_bytes(key[..4].try_into().ok()?);
     let min_t = (u64::from_be_bytes(key[4..].try_into().ok()?) ^ (1 << 63)) as i64;
@@ -176,7 +179,7 @@ pub fn parse_chunk_key(key: &[u8]) -> Option<(u32, i64)> {
 }
 
 /// Value of a chunk: its last timestamp, then the encoded samples.
-pub fn chunk_value(max_t: i64, bytes: &[u8]) -> Vec<u8> {
+pub(super) fn chunk_value(max_t: i64, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + bytes.len());
     out.extend_from_slice(&max_t.to_be_bytes());
     out.extend_from_slice(bytes);
@@ -184,18 +187,18 @@ pub fn chunk_value(max_t: i64, bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Last timestamp and encoded samples of a chunk value.
-pub fn parse_chunk_value(value: &[u8]) -> Option<(i64, &[u8])> {
+pub(super) fn parse_chunk_value(value: &[u8]) -> Option<(i64, &[u8])> {
     let (max_t, bytes) = value.split_first_chunk::<8>()?;
     Some((i64::from_be_bytes(*max_t), bytes))
 }
 
 /// Name of the chunk tree of a UTC day.
-pub fn day_tree_name(day: i64) -> String {
+pub(super) fn day_tree_name(day: i64) -> String {
     format!("chunks-{day}")
 }
 
 /// The day of a chunk tree name.
-pub fn parse_day_tree_name(name: &[u8]) -> Option<i64> {
+pub(super) fn parse_day_tree_name(name: &[u8]) -> Option<i64> {
     std::str::from_utf8(name)
         .ok()?
         .strip_prefix("chunks-")?

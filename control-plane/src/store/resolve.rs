@@ -22,11 +22,11 @@ use super::{head::Series, index::Index};
 
 /// Longest accepted metric name, label name or label value, and most labels per sample: bounds
 /// what one hostile agent can make the index hold.
-pub const MAX_NAME_BYTES: usize = 256;
+pub(super) const MAX_NAME_BYTES: usize = 256;
 /// See [`MAX_NAME_BYTES`].
-pub const MAX_VALUE_BYTES: usize = 2048;
+pub(super) const MAX_VALUE_BYTES: usize = 2048;
 /// See [`MAX_NAME_BYTES`].
-pub const MAX_LABELS: usize = 32;
+pub(super) const MAX_LABELS: usize = 32;
 
 /// A decoded batch: samples mapped to series.
 #[derive(Debug, Default)]
@@ -195,21 +195,19 @@ impl SeriesResolver {
         let mut out = DecodedBatch::default();
         for entry in entries.iter().filter(|e| e.seq >= first_new_seq) {
             out.records += 1;
-            match codec::decode_record(&entry.record)? {
-                Record::Metrics(metrics) => {
-                    out.samples.reserve(metrics.samples.len());
-                    for sample in &metrics.samples {
-                        match self.resolve(sample) {
-                            Some(series) => {
-                                out.samples
-                                    .push((series, metrics.timestamp_ms, sample.value))
-                            }
-                            None => out.invalid_samples += 1,
+            // Record kinds a newer agent sends that this control plane does not store yet are
+            // skipped.
+            if let Record::Metrics(metrics) = codec::decode_record(&entry.record)? {
+                out.samples.reserve(metrics.samples.len());
+                for sample in &metrics.samples {
+                    match self.resolve(sample) {
+                        Some(series) => {
+                            out.samples
+                                .push((series, metrics.timestamp_ms, sample.value))
                         }
+                        None => out.invalid_samples += 1,
                     }
                 }
-                // Record kinds a newer agent sends that this control plane does not store yet.
-                _ => {}
             }
         }
         Ok(out)

@@ -20,24 +20,42 @@ async fn two_agents_stream_to_one_control_plane() {
     connected(&api, "beta").await;
     wait::until(Duration::from_secs(30), "CPU of both hosts", || async {
         let text = api.metrics().await.ok()?;
-        let both = ["alpha", "beta"].iter().all(|h| text.contains(&format!("aisemble_system_cpu_usage_percent{{host=\"{h}\"}}")));
+        let both = ["alpha", "beta"].iter().all(|h| {
+            text.contains(&format!(
+                "aisemble_system_cpu_usage_percent{{host=\"{h}\"}}"
+            ))
+        });
         (both && metric_value(&text, "aisemble_agents_connected") == Some(2.0)).then_some(())
     })
     .await;
 
-    let (status, series) = api.get("/api/v1/series?match[]=aisemble_system_uptime_seconds").await.expect("series");
+    let (status, series) = api
+        .get("/api/v1/series?match[]=aisemble_system_uptime_seconds")
+        .await
+        .expect("series");
     assert_eq!(status, 200);
-    let mut hosts: Vec<&str> = series["data"].as_array().expect("data").iter().filter_map(|s| s["host"].as_str()).collect();
+    let mut hosts: Vec<&str> = series["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|s| s["host"].as_str())
+        .collect();
     hosts.sort_unstable();
     assert_eq!(hosts, ["alpha", "beta"]);
     let (_, values) = api.get("/api/v1/label/host/values").await.expect("values");
     assert_eq!(values["data"], serde_json::json!(["alpha", "beta"]));
-    let (_, instant) = api.get("/api/v1/query?query=aisemble_system_memory_usage_percent").await.expect("query");
+    let (_, instant) = api
+        .get("/api/v1/query?query=aisemble_system_memory_usage_percent")
+        .await
+        .expect("query");
     assert_eq!(instant["data"]["resultType"], "vector");
     assert_eq!(instant["data"]["result"].as_array().map(Vec::len), Some(2));
     let (_, status) = api.get("/ops/status").await.expect("status");
     assert_eq!(status["agents"]["connected"], 2);
-    let (code, unsupported) = api.get("/api/v1/query?query=rate(aisemble_system_cpu_usage_percent%5B5m%5D)").await.expect("query");
+    let (code, unsupported) = api
+        .get("/api/v1/query?query=rate(aisemble_system_cpu_usage_percent%5B5m%5D)")
+        .await
+        .expect("query");
     assert_eq!(code, 400);
     assert_eq!(unsupported["status"], "error");
 }

@@ -14,14 +14,25 @@ use std::time::Duration;
 use crate::{http::Api, process::Agent, wait};
 
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("aisemble-it-").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("aisemble-it-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// The agent record once the agent is connected.
 async fn connected(api: &Api, name: &str) -> serde_json::Value {
-    wait::until(Duration::from_secs(30), &format!("{name} connected"), || async {
-        api.agent(name).await.ok().flatten().filter(|a| a["connected"] == true)
-    })
+    wait::until(
+        Duration::from_secs(30),
+        &format!("{name} connected"),
+        || async {
+            api.agent(name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|a| a["connected"] == true)
+        },
+    )
     .await
 }
 
@@ -29,11 +40,19 @@ async fn connected(api: &Api, name: &str) -> serde_json::Value {
 /// journaled `(seq, timestamp)` pairs it waited for.
 async fn drained(api: &Api, name: &str, agent: &Agent, timeout: Duration) -> Vec<(u64, i64)> {
     let journaled = agent.journaled();
-    let last = journaled.iter().map(|(seq, _)| *seq).max().expect("something journaled");
-    wait::until(timeout, &format!("{name} stored up to seq {last}"), || async {
-        let record = api.agent(name).await.ok().flatten()?;
-        (record["stored_upto"].as_u64()? >= last).then_some(())
-    })
+    let last = journaled
+        .iter()
+        .map(|(seq, _)| *seq)
+        .max()
+        .expect("something journaled");
+    wait::until(
+        timeout,
+        &format!("{name} stored up to seq {last}"),
+        || async {
+            let record = api.agent(name).await.ok().flatten()?;
+            (record["stored_upto"].as_u64()? >= last).then_some(())
+        },
+    )
     .await;
     journaled
 }
@@ -47,10 +66,16 @@ async fn assert_exactly_once(api: &Api, name: &str, journaled: &[(u64, i64)]) {
     let mut seqs: Vec<u64> = journaled.iter().map(|(s, _)| *s).collect();
     seqs.sort_unstable();
     seqs.dedup();
-    assert_eq!(seqs.len(), journaled.len(), "the agent journaled a sequence number twice");
+    assert_eq!(
+        seqs.len(),
+        journaled.len(),
+        "the agent journaled a sequence number twice"
+    );
     let last = *expected.last().expect("journaled");
     let stored = api
-        .raw_timestamps(&format!("aisemble_system_uptime_seconds{{host=\"{name}\"}}[1h]"))
+        .raw_timestamps(&format!(
+            "aisemble_system_uptime_seconds{{host=\"{name}\"}}[1h]"
+        ))
         .await
         .expect("query")
         .remove(name)
@@ -58,11 +83,21 @@ async fn assert_exactly_once(api: &Api, name: &str, journaled: &[(u64, i64)]) {
     let stored: Vec<i64> = stored.into_iter().filter(|t| *t <= last).collect();
     let missing: Vec<&i64> = expected.iter().filter(|t| !stored.contains(t)).collect();
     let extra: Vec<&i64> = stored.iter().filter(|t| !expected.contains(t)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, unexpected {extra:?}");
-    assert_eq!(stored, expected, "stored timestamps differ from journaled ones");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+    assert_eq!(
+        stored, expected,
+        "stored timestamps differ from journaled ones"
+    );
     let text = api.metrics().await.expect("metrics");
     for reason in ["duplicate_sample", "out_of_order_sample"] {
         let series = format!("aisemble_ingest_rejected_total{{reason=\"{reason}\"}}");
-        assert_eq!(crate::http::metric_value(&text, &series), Some(0.0), "{series}");
+        assert_eq!(
+            crate::http::metric_value(&text, &series),
+            Some(0.0),
+            "{series}"
+        );
     }
 }

@@ -29,7 +29,10 @@ async fn control_plane_down_for_60s_loses_nothing_and_duplicates_nothing() {
     let before = agent.journaled().len();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let during = agent.journaled().len() - before;
-    assert!(during >= 55, "the agent kept collecting during the outage ({during} records)");
+    assert!(
+        during >= 55,
+        "the agent kept collecting during the outage ({during} records)"
+    );
     cp.restart();
     let journaled = drained(&cp.api(), "outage", &agent, Duration::from_secs(30)).await;
     assert_exactly_once(&cp.api(), "outage", &journaled).await;
@@ -44,7 +47,8 @@ async fn agent_killed_mid_replay_loses_nothing_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_secs(15)).await;
     cp.restart();
     // Kill the agent the moment its session is accepted: the replay is in flight.
-    cp.stderr.wait_for("Agent connected.", Duration::from_secs(20));
+    cp.stderr
+        .wait_for("Agent connected.", Duration::from_secs(20));
     agent.kill9();
     tokio::time::sleep(Duration::from_secs(1)).await;
     agent.restart();

@@ -16,11 +16,16 @@ async fn quickstart_streams_a_local_agent_within_30_seconds() {
     let started = Instant::now();
     let cp = ControlPlane::quickstart(&dir.path().join("data"));
     let api = cp.api();
-    let text = wait::until(Duration::from_secs(30).saturating_sub(started.elapsed()), "CPU series and one agent", || async {
-        let text = api.metrics().await.ok()?;
-        (text.contains("aisemble_system_cpu_usage_percent{host=\"") && metric_value(&text, "aisemble_agents_connected") == Some(1.0))
+    let text = wait::until(
+        Duration::from_secs(30).saturating_sub(started.elapsed()),
+        "CPU series and one agent",
+        || async {
+            let text = api.metrics().await.ok()?;
+            (text.contains("aisemble_system_cpu_usage_percent{host=\"")
+                && metric_value(&text, "aisemble_agents_connected") == Some(1.0))
             .then_some(text)
-    })
+        },
+    )
     .await;
 
     let mut promtool = Command::new("promtool")
@@ -30,7 +35,12 @@ async fn quickstart_streams_a_local_agent_within_30_seconds() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool not found: install Debian's `prometheus` package (.ci/run does)");
-    promtool.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
     let output = promtool.wait_with_output().expect("promtool");
     assert!(
         output.status.success(),
@@ -46,6 +56,11 @@ async fn quickstart_streams_a_local_agent_within_30_seconds() {
     assert_eq!(agents[0]["connected"], true);
     let (status, health) = api.get("/health").await.expect("health");
     assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
-    let page = reqwest::get(format!("http://{}/", cp.http)).await.expect("page").text().await.expect("text");
+    let page = reqwest::get(format!("http://{}/", cp.http))
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
     assert!(page.contains("Ai-semble Ops"));
 }

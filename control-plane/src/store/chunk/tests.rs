@@ -634,6 +634,7 @@ fn size_step_gauge_120_samples() {
 }
 
 #[test]
+#[allow(clippy::print_stdout)] // Prints the figures on purpose (`-- --nocapture`).
 fn print_size_figures() {
     // Not an assertion: `cargo test print_size -- --nocapture` shows them.
     let avg = |f: fn(usize, u64) -> Vec<(i64, f64)>| {
