@@ -2,6 +2,7 @@
 //! talks real HTTP and mutual-TLS QUIC on loopback.
 
 mod config_errors;
+mod examples;
 mod fleet;
 mod hostile;
 mod journal_cap;
