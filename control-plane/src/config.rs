@@ -58,7 +58,7 @@ pub struct ServerSection {
 pub struct StorageSection {
     /// How long samples are kept. Default `"15d"`.
     pub retention: Option<HumanDuration>,
-    /// How often in-memory data is written to the chunk trees. Default `"30s"`.
+    /// How often in-memory data is written to the chunk trees. Default `"60s"`.
     pub checkpoint_interval: Option<HumanDuration>,
     /// sled page cache. Default `"64MiB"`.
     pub cache: Option<ByteSize>,
@@ -242,7 +242,7 @@ impl Settings {
             checkpoint_interval: file
                 .storage
                 .checkpoint_interval
-                .map_or(Duration::from_secs(30), |d| d.0),
+                .map_or(Duration::from_secs(60), |d| d.0),
             cache_bytes: file.storage.cache.map_or(64 << 20, |b| b.0),
             max_frame_bytes: frame as u32,
             metrics_require_token: file.http.metrics_require_token.unwrap_or(false),

@@ -80,6 +80,7 @@ impl ControlPlane {
             let options = StoreOptions {
                 retention: blocking_settings.retention,
                 checkpoint_interval: blocking_settings.checkpoint_interval,
+                checkpoint_wal_bytes: StoreOptions::default().checkpoint_wal_bytes,
                 cache_capacity: blocking_settings.cache_bytes,
             };
             let store_dir = blocking_settings.data_dir.join("store");

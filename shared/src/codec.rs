@@ -14,7 +14,14 @@
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::wire::{Compression, JournalEntry, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Record};
+use std::{borrow::Cow, cell::RefCell};
+
+use serde::Deserialize;
+
+use crate::wire::{
+    Compression, JournalEntry, JournalEntryRef, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Record,
+    RecordRef,
+};
 
 /// Default largest frame body a receiver accepts.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 8 << 20;
@@ -113,6 +120,15 @@ fn decode_prefix<T: DeserializeOwned>(
         what,
         reason: error.to_string(),
     })
+}
+
+fn decode_exact_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T, CodecError> {
+    let (value, used): (T, usize) = bincode::serde::borrow_decode_from_slice(bytes, config())
+        .map_err(|error| CodecError::Decode { what, reason: error.to_string() })?;
+    match bytes.len() - used {
+        0 => Ok(value),
+        extra => Err(CodecError::Trailing { what, extra }),
+    }
 }
 
 fn decode_exact<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, CodecError> {
@@ -299,12 +315,19 @@ pub fn encode_entries(
 ///
 /// # Errors
 /// When decompression fails or exceeds [`DECODE_LIMIT_BYTES`], or the payload is not entries.
-pub fn decode_entries(
-    payload: &[u8],
-    compression: Compression,
-) -> Result<Vec<JournalEntry>, CodecError> {
+pub fn decode_entries(payload: &[u8], compression: Compression) -> Result<Vec<JournalEntry>, CodecError> {
+    decode_exact(&decompress_payload(payload, compression)?, "batch entries")
+}
+
+/// The plain bytes of a batch payload: borrowed when uncompressed, else decompressed (with a
+/// per-thread zstd context, reused across calls).
+///
+/// # Errors
+/// When the payload is not a zstd frame, lacks its content size, or exceeds
+/// [`DECODE_LIMIT_BYTES`].
+pub fn decompress_payload(payload: &[u8], compression: Compression) -> Result<Cow<'_, [u8]>, CodecError> {
     match compression {
-        Compression::None => decode_exact(payload, "batch entries"),
+        Compression::None => Ok(Cow::Borrowed(payload)),
         Compression::Zstd => {
             // The frame header states the content size (zstd::bulk writes it); trust it only up
             // to the limit, so a small hostile payload cannot make us allocate much.
@@ -318,10 +341,43 @@ pub fn decode_entries(
                 Ok(None) => return Err(CodecError::Decompress("content size missing".into())),
                 Err(_) => return Err(CodecError::Decompress("not a zstd frame".into())),
             };
-            let plain = zstd::bulk::decompress(payload, size)
-                .map_err(|error| CodecError::Decompress(error.to_string()))?;
-            decode_exact(&plain, "batch entries")
+            thread_local! {
+                static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+            }
+            DECOMPRESSOR.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| CodecError::Decompress(e.to_string()))?);
+                }
+                let decompressor = slot.as_mut().ok_or_else(|| CodecError::Decompress("no context".into()))?;
+                let plain = decompressor.decompress(payload, size).map_err(|e| CodecError::Decompress(e.to_string()))?;
+                // A frame may state a size smaller than its real content: that is corrupt.
+                if plain.len() != size {
+                    return Err(CodecError::Decompress("content size mismatch".into()));
+                }
+                Ok(Cow::Owned(plain))
+            })
         }
+    }
+}
+
+/// Decodes the entries of a plain payload (see [`decompress_payload`]) without copying records.
+///
+/// # Errors
+/// When the bytes are not entries.
+pub fn decode_entries_borrowed(plain: &[u8]) -> Result<Vec<JournalEntryRef<'_>>, CodecError> {
+    decode_exact_borrowed(plain, "batch entries")
+}
+
+/// Decodes a journal record without copying its strings.
+///
+/// # Errors
+/// When the format byte is unknown or the bytes are not a record.
+pub fn decode_record_borrowed(bytes: &[u8]) -> Result<RecordRef<'_>, CodecError> {
+    match bytes.split_first() {
+        None => Err(CodecError::Empty),
+        Some((&RECORD_FORMAT_V1, rest)) => decode_exact_borrowed(rest, "record"),
+        Some((&other, _)) => Err(CodecError::RecordFormat(other)),
     }
 }
 

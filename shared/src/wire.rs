@@ -308,3 +308,63 @@ impl Sample {
         self
     }
 }
+
+/// A [`Record`] decoded without copying its strings (same encoding), for the control plane's
+/// ingest path; see [`crate::codec::decode_record_borrowed`].
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RecordRef<'a> {
+    /// Samples taken at one instant.
+    Metrics(#[serde(borrow)] MetricRecordRef<'a>),
+}
+
+/// A borrowed [`MetricRecord`].
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub struct MetricRecordRef<'a> {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// One value per series.
+    #[serde(borrow)]
+    pub samples: Vec<SampleRef<'a>>,
+}
+
+/// A borrowed [`Sample`].
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub struct SampleRef<'a> {
+    /// Metric name.
+    pub name: &'a str,
+    /// Labels other than the name.
+    #[serde(borrow)]
+    pub labels: Vec<LabelRef<'a>>,
+    /// The value.
+    pub value: f64,
+}
+
+/// A borrowed [`Label`].
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelRef<'a> {
+    /// Label name.
+    pub name: &'a str,
+    /// Label value.
+    pub value: &'a str,
+}
+
+/// A borrowed [`JournalEntry`].
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalEntryRef<'a> {
+    /// Sequence number.
+    pub seq: u64,
+    /// The record as journaled.
+    #[serde(borrow)]
+    pub record: &'a [u8],
+}
+
+impl<'a> From<&'a Sample> for SampleRef<'a> {
+    fn from(sample: &'a Sample) -> Self {
+        Self {
+            name: &sample.name,
+            labels: sample.labels.iter().map(|l| LabelRef { name: &l.name, value: &l.value }).collect(),
+            value: sample.value,
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! The in-memory part of each series: the open chunk being appended to, chunks sealed but not yet
 //! written to disk, and the latest sample.
 //!
-//! A chunk is sealed when it holds [`MAX_CHUNK_SAMPLES`] samples or a sample falls on another UTC
-//! day than the chunk's first (so every persisted chunk belongs to exactly one day tree, which
-//! makes retention a matter of dropping whole trees). The writer thread is the only appender;
-//! queries read concurrently through the per-series mutex.
+//! A chunk is sealed when it holds [`MAX_CHUNK_SAMPLES`] samples, when a sample falls on another
+//! UTC day than the chunk's first (so every persisted chunk belongs to exactly one day tree, and
+//! retention drops whole trees), and when a checkpoint cuts the head ([`Series::cut`]): a
+//! checkpoint writes everything since the previous one, once, as one value per series and day.
+//! The writer thread is the only appender; queries read concurrently through the per-series mutex.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -59,19 +60,8 @@ pub enum AppendOutcome {
 #[derive(Debug, Default)]
 struct MemSeries {
     open: Option<XorAppender>,
-    /// The open chunk changed since the last checkpoint wrote it.
-    open_dirty: bool,
     sealed: Vec<EncodedChunk>,
     last: Option<(i64, f64)>,
-}
-
-/// What a checkpoint must write for one series.
-#[derive(Debug, Default)]
-pub struct Persistable {
-    /// Sealed chunks; release them with [`Series::release_sealed`] once written.
-    pub sealed: Vec<EncodedChunk>,
-    /// A snapshot of the open chunk, if it changed since the last checkpoint.
-    pub open: Option<EncodedChunk>,
 }
 
 impl Series {
@@ -119,7 +109,6 @@ impl Series {
             // Unreachable given the ordering check above; refuse rather than corrupt.
             return AppendOutcome::OutOfOrder;
         }
-        head.open_dirty = true;
         head.last = Some((t, v));
         AppendOutcome::Appended
     }
@@ -162,29 +151,21 @@ impl Series {
             .or_else(|| head.open.as_ref().and_then(XorAppender::first_timestamp))
     }
 
-    /// What a checkpoint has to write. Marks the open chunk clean.
-    pub fn persistable(&self) -> Persistable {
+    /// Seals the open chunk and returns every sealed chunk, for a checkpoint to write; they stay
+    /// in memory until [`Series::release_sealed`].
+    pub fn cut(&self) -> Vec<EncodedChunk> {
         let mut head = self.lock();
-        let open = if head.open_dirty {
-            head.open.as_ref().and_then(encoded)
-        } else {
-            None
-        };
-        head.open_dirty = false;
-        Persistable {
-            sealed: head.sealed.clone(),
-            open,
+        if let Some(open) = head.open.take()
+            && let Some(chunk) = encoded(&open)
+        {
+            head.sealed.push(chunk);
         }
+        head.sealed.clone()
     }
 
-    /// Drops sealed chunks up to and including the one starting at `min_t`, once written.
+    /// Drops sealed chunks up to and including the one starting at `upto_min_t`, once written.
     pub fn release_sealed(&self, upto_min_t: i64) {
         self.lock().sealed.retain(|c| c.min_t > upto_min_t);
-    }
-
-    /// Marks the open chunk as needing a write again (a checkpoint failed after taking it).
-    pub fn mark_dirty(&self) {
-        self.lock().open_dirty = true;
     }
 }
 
@@ -224,23 +205,21 @@ mod tests {
         for i in 0..(MAX_CHUNK_SAMPLES as i64 + 5) {
             s.append(i * 1000, i as f64);
         }
-        let p = s.persistable();
-        assert_eq!(p.sealed.len(), 1);
-        assert_eq!(p.sealed[0].max_t, (MAX_CHUNK_SAMPLES as i64 - 1) * 1000);
-        assert_eq!(
-            p.open.as_ref().map(|c| c.min_t),
-            Some(MAX_CHUNK_SAMPLES as i64 * 1000)
-        );
-        assert!(
-            s.persistable().open.is_none(),
-            "clean after a checkpoint took it"
-        );
+        let cut = s.cut();
+        assert_eq!(cut.len(), 2, "one full chunk, and the open one sealed by the cut");
+        assert_eq!(cut[0].max_t, (MAX_CHUNK_SAMPLES as i64 - 1) * 1000);
+        assert_eq!(cut[1].min_t, MAX_CHUNK_SAMPLES as i64 * 1000);
+        s.release_sealed(cut[1].min_t);
+        assert!(s.cut().is_empty(), "nothing new since the last cut");
+        s.append(10_000_000, 1.0);
+        assert_eq!(s.cut().len(), 1);
 
         let s = series();
         s.append(DAY_MS - 1000, 1.0);
         s.append(DAY_MS, 2.0);
-        let p = s.persistable();
-        assert_eq!((p.sealed.len(), p.sealed[0].max_t), (1, DAY_MS - 1000));
+        assert_eq!(s.head_min_t(), Some(DAY_MS - 1000));
+        let cut = s.cut();
+        assert_eq!((cut.len(), cut[0].max_t, cut[1].min_t), (2, DAY_MS - 1000, DAY_MS));
         s.release_sealed(DAY_MS - 1000);
         assert_eq!(s.head_min_t(), Some(DAY_MS));
         let mut out = Vec::new();

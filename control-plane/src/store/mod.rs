@@ -9,11 +9,15 @@
 //! the head, and only then completes the submissions, so an acknowledgement always means
 //! "durable". There is no per-sample disk write.
 //!
-//! A checkpoint thread periodically writes new series definitions, sealed chunks and snapshots of
-//! open chunks to the day trees, records the WAL position they cover, and truncates the WAL up to
-//! it. On open, the store loads the series index and replays the WAL after the checkpoint. A
-//! sample can then exist both in a persisted chunk and in the head; queries merge by timestamp,
-//! so that overlap never shows. Retention drops whole day trees.
+//! A checkpoint thread, every `checkpoint_interval` or when the WAL has grown by
+//! `checkpoint_wal_bytes`, cuts the head: it seals every series' open chunk and writes new series
+//! definitions and, per series and UTC day, one value holding everything since the previous
+//! checkpoint; then it records the WAL position that covers, and truncates the WAL up to it. The
+//! WAL lives in its own sled database (`wal/`) so that its per-commit flush never waits for a
+//! checkpoint's writes to the chunk database (`chunks/`). On open, the store loads the series
+//! index and replays the WAL after the checkpoint. A sample can then exist both in a persisted
+//! group and in the head; queries merge by timestamp, so that overlap never shows. Retention
+//! drops whole day trees.
 //!
 //! Dedup: the WAL holds each agent's watermark (journal id, highest stored sequence number),
 //! updated atomically with the batch; sessions skip records at or below it.
@@ -50,15 +54,17 @@ use tracing::{error, info, warn};
 
 use head::day_of;
 use index::Index;
-use persist::{WalEntry, chunk_key, chunk_value, wal_key, watermark_key};
+use persist::{WalEntry, chunk_key, wal_key, watermark_key};
 
 /// How the store behaves.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Samples older than this are deleted (whole days at a time). Default 15 days.
     pub retention: Duration,
-    /// How often the head is written to the day trees and the WAL truncated. Default 30 s.
+    /// How often the head is written to the day trees and the WAL truncated. Default 60 s.
     pub checkpoint_interval: Duration,
+    /// Checkpoint sooner when the WAL has grown by this many bytes. Default 256 MiB.
+    pub checkpoint_wal_bytes: u64,
     /// sled's page cache. Default 64 MiB (sled's own default is 1 GiB).
     pub cache_capacity: u64,
 }
@@ -67,7 +73,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(15 * 86_400),
-            checkpoint_interval: Duration::from_secs(30),
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_wal_bytes: 256 << 20,
             cache_capacity: 64 << 20,
         }
     }
@@ -175,7 +182,10 @@ enum CheckpointMessage {
 }
 
 struct Inner {
+    /// Series definitions, chunk trees, the checkpoint marker, the agent registry.
     db: sled::Db,
+    /// The write-ahead log and agents' watermarks.
+    wal_db: sled::Db,
     wal: sled::Tree,
     meta: sled::Tree,
     series_tree: sled::Tree,
@@ -183,6 +193,8 @@ struct Inner {
     index: Arc<RwLock<Index>>,
     watermarks: Mutex<HashMap<String, Watermark>>,
     applied_wal_seq: AtomicU64,
+    /// WAL bytes written since the last checkpoint started.
+    wal_bytes: AtomicU64,
     persisted_series: AtomicU64,
     counters: StoreCounters,
     options: StoreOptions,
@@ -206,6 +218,9 @@ impl std::fmt::Debug for Store {
 }
 
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+const WAL_CACHE_BYTES: u64 = 16 << 20;
+/// Chunk groups per sled batch in a checkpoint.
+const CHECKPOINT_SLICE: usize = 4096;
 const MAX_GROUP: usize = 256;
 const WRITER_QUEUE: usize = 1024;
 
@@ -235,12 +250,19 @@ impl Store {
     /// When sled cannot open the directory (locked by another process, permissions, corrupt).
     pub fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let started = Instant::now();
+        // Two databases: flushing the WAL after every commit group must not wait for a
+        // checkpoint's large chunk writes, which sled would flush together in one database.
         let db = sled::Config::new()
-            .path(path)
+            .path(path.join("chunks"))
             .cache_capacity(options.cache_capacity)
             .flush_every_ms(Some(1000))
             .open()?;
-        let wal = db.open_tree("wal")?;
+        let wal_db = sled::Config::new()
+            .path(path.join("wal"))
+            .cache_capacity(WAL_CACHE_BYTES)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let wal = wal_db.open_tree("wal")?;
         let meta = db.open_tree("meta")?;
         let series_tree = db.open_tree("series")?;
 
@@ -290,6 +312,7 @@ impl Store {
 
         let inner = Arc::new(Inner {
             db,
+            wal_db,
             wal,
             meta,
             series_tree,
@@ -297,6 +320,7 @@ impl Store {
             index: Arc::new(RwLock::new(index)),
             watermarks: Mutex::new(watermarks),
             applied_wal_seq: AtomicU64::new(checkpoint),
+            wal_bytes: AtomicU64::new(0),
             persisted_series: AtomicU64::new(persisted_series),
             counters: StoreCounters::default(),
             options,
@@ -398,17 +422,19 @@ impl Store {
                         chunk_key(series.id.0, i64::MIN)..=chunk_key(series.id.0, persisted_until);
                     for entry in tree.range(range) {
                         let (_, value) = entry?;
-                        let Some((max_t, bytes)) = persist::parse_chunk_value(&value) else {
+                        let Some((max_t, chunks)) = persist::parse_chunk_group(&value) else {
                             continue;
                         };
                         if max_t < mint {
                             continue;
                         }
-                        if let Ok(iter) = chunk::decode(bytes) {
-                            samples.extend(
-                                iter.map_while(Result::ok)
-                                    .filter(|(t, _)| *t >= mint && *t <= persisted_until),
-                            );
+                        for bytes in chunks {
+                            if let Ok(iter) = chunk::decode(bytes) {
+                                samples.extend(
+                                    iter.map_while(Result::ok)
+                                        .filter(|(t, _)| *t >= mint && *t <= persisted_until),
+                                );
+                            }
                         }
                     }
                 }
@@ -485,7 +511,7 @@ impl Store {
 
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.inner.db.size_on_disk().unwrap_or(0) + self.inner.wal_db.size_on_disk().unwrap_or(0)
     }
 
     /// A sled tree for other durable state (agent registry), in the same database.
@@ -531,6 +557,7 @@ impl Store {
             let _ = thread.join();
         }
         let _ = self.inner.db.flush();
+        let _ = self.inner.wal_db.flush();
     }
 }
 
@@ -624,7 +651,9 @@ impl Inner {
                 compression: commit.compression,
                 payload: commit.payload.clone(),
             };
-            batch.insert(&wal_key(*wal_seq), entry.encode());
+            let encoded = entry.encode();
+            self.wal_bytes.fetch_add(encoded.len() as u64, Ordering::Relaxed);
+            batch.insert(&wal_key(*wal_seq), encoded);
             let mark = Watermark {
                 journal_id: commit.journal_id,
                 upto: commit.last_seq,
@@ -635,7 +664,7 @@ impl Inner {
         let durable = self
             .wal
             .apply_batch(batch)
-            .and_then(|()| self.db.flush().map(|_| ()));
+            .and_then(|()| self.wal_db.flush().map(|_| ()));
         if let Err(error) = durable {
             error!(%error, batches = group.len(), "WAL write failed; batches not acknowledged.");
             self.counters
@@ -660,17 +689,21 @@ impl Inner {
 
     fn run_checkpointer(&self, control: &flume::Receiver<CheckpointMessage>) {
         let mut last_retention: Option<Instant> = None;
+        let mut last_checkpoint = Instant::now();
         loop {
-            let shutdown = match control.recv_timeout(self.options.checkpoint_interval) {
+            let shutdown = match control.recv_timeout(Duration::from_secs(1)) {
                 Ok(CheckpointMessage::Shutdown(done)) => Some(done),
                 Err(flume::RecvTimeoutError::Timeout) => None,
                 Err(flume::RecvTimeoutError::Disconnected) => return,
             };
-            if let Err(error) = self.checkpoint() {
-                self.counters
-                    .checkpoint_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                error!(%error, "Checkpoint failed; the WAL keeps the data and the next one retries.");
+            let due = last_checkpoint.elapsed() >= self.options.checkpoint_interval
+                || self.wal_bytes.load(Ordering::Relaxed) >= self.options.checkpoint_wal_bytes;
+            if due || shutdown.is_some() {
+                last_checkpoint = Instant::now();
+                if let Err(error) = self.checkpoint() {
+                    self.counters.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                    error!(%error, "Checkpoint failed; the WAL keeps the data and the next one retries.");
+                }
             }
             if let Some(done) = shutdown {
                 let _ = done.send(());
@@ -697,6 +730,7 @@ impl Inner {
     fn checkpoint(&self) -> Result<(), StoreError> {
         let started = Instant::now();
         let upto = self.applied_wal_seq.load(Ordering::Acquire);
+        self.wal_bytes.store(0, Ordering::Relaxed);
         let all: Vec<Arc<Series>> = read(&self.index).all().to_vec();
 
         let persisted = self.persisted_series.load(Ordering::Acquire) as usize;
@@ -707,37 +741,36 @@ impl Inner {
         }
         self.series_tree.apply_batch(definitions)?;
 
+        // One value per series and day: everything since the previous checkpoint. Written in
+        // slices so the pending batch never holds the whole checkpoint in memory. On failure the
+        // cut chunks stay in memory (sealed) and the WAL untruncated; the next checkpoint writes
+        // them again.
         let mut per_day: BTreeMap<i64, sled::Batch> = BTreeMap::new();
+        let mut pending = 0usize;
         let mut released = Vec::new();
-        let mut n_chunks = 0usize;
+        let mut n_groups = 0usize;
         for series in &all {
-            let persistable = series.persistable();
-            if let Some(last) = persistable.sealed.last() {
-                released.push((Arc::clone(series), last.min_t));
+            let chunks = series.cut();
+            let Some(last) = chunks.last() else { continue };
+            released.push((Arc::clone(series), last.min_t));
+            for day_chunks in chunks.chunk_by(|a, b| day_of(a.min_t) == day_of(b.min_t)) {
+                let (first, last) = (&day_chunks[0], &day_chunks[day_chunks.len() - 1]);
+                let value = persist::chunk_group_value(last.max_t, day_chunks.iter().map(|c| &c.bytes[..]));
+                per_day.entry(day_of(first.min_t)).or_default().insert(&chunk_key(series.id.0, first.min_t), value);
+                n_groups += 1;
+                pending += 1;
             }
-            for chunk in persistable.sealed.iter().chain(&persistable.open) {
-                per_day.entry(day_of(chunk.min_t)).or_default().insert(
-                    &chunk_key(series.id.0, chunk.min_t),
-                    chunk_value(chunk.max_t, &chunk.bytes),
-                );
-                n_chunks += 1;
+            if pending >= CHECKPOINT_SLICE {
+                for (day, batch) in std::mem::take(&mut per_day) {
+                    self.day_tree(day)?.apply_batch(batch)?;
+                }
+                pending = 0;
             }
         }
-        let written = per_day
-            .into_iter()
-            .try_for_each(|(day, batch)| {
-                self.day_tree(day)?
-                    .apply_batch(batch)
-                    .map_err(StoreError::from)
-            })
-            .and_then(|()| self.db.flush().map(|_| ()).map_err(StoreError::from));
-        if let Err(error) = written {
-            // The open chunks were marked clean when taken; make the next checkpoint take them again.
-            for series in &all {
-                series.mark_dirty();
-            }
-            return Err(error);
+        for (day, batch) in per_day {
+            self.day_tree(day)?.apply_batch(batch)?;
         }
+        self.db.flush()?;
         self.meta.insert(CHECKPOINT_KEY, &upto.to_be_bytes())?;
         self.db.flush()?;
         self.persisted_series
@@ -753,8 +786,8 @@ impl Inner {
         }
         self.wal.apply_batch(truncate)?;
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            chunks = n_chunks,
+        info!(
+            groups = n_groups,
             wal_entries = n_wal,
             wal_upto = upto,
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -1,13 +1,13 @@
 //! Byte layouts of what the store keeps in sled. Hand-written and versioned where they may
 //! outlive a release; every decoder returns `None` on malformed bytes instead of panicking.
 //!
-//! | tree | key | value |
+//! | database / tree | key | value |
 //! | --- | --- | --- |
-//! | `wal` | `w` + u64 BE WAL sequence | [`WalEntry`] |
-//! | `wal` | `a` + agent name | [`Watermark`]: journal id, highest stored agent sequence |
-//! | `meta` | `checkpoint` | u64 BE: WAL sequence up to which chunks hold everything |
-//! | `series` | u32 BE series id | label pairs ([`encode_labels`]) |
-//! | `chunks-<day>` | u32 BE series id + i64 min_t (sign-flipped BE) | i64 BE max_t + Gorilla chunk |
+//! | `wal/` `wal` | `w` + u64 BE WAL sequence | [`WalEntry`] |
+//! | `wal/` `wal` | `a` + agent name | [`Watermark`]: journal id, highest stored agent sequence |
+//! | `chunks/` `meta` | `checkpoint` | u64 BE: WAL sequence up to which chunks hold everything |
+//! | `chunks/` `series` | u32 BE series id | label pairs ([`encode_labels`]) |
+//! | `chunks/` `chunks-<day>` | u32 BE series id + i64 min_t (sign-flipped BE) | chunk group: max_t, Gorilla chunks |
 
 use aisemble_shared::wire::Compression;
 
@@ -178,18 +178,31 @@ pub(super) fn parse_chunk_key(key: &[u8]) -> Option<(u32, i64)> {
     Some((series, min_t))
 }
 
-/// Value of a chunk: its last timestamp, then the encoded samples.
-pub(super) fn chunk_value(max_t: i64, bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + bytes.len());
+/// Value of a chunk group (the chunks of one series written by one checkpoint, within one day):
+/// `max_t i64 | count u32 | (len u32 | chunk)*`.
+pub(super) fn chunk_group_value<'a>(max_t: i64, chunks: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&max_t.to_be_bytes());
-    out.extend_from_slice(bytes);
+    out.extend_from_slice(&(chunks.len() as u32).to_be_bytes());
+    for chunk in chunks {
+        out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
     out
 }
 
-/// Last timestamp and encoded samples of a chunk value.
-pub(super) fn parse_chunk_value(value: &[u8]) -> Option<(i64, &[u8])> {
-    let (max_t, bytes) = value.split_first_chunk::<8>()?;
-    Some((i64::from_be_bytes(*max_t), bytes))
+/// Last timestamp and the chunks of a chunk group value.
+pub(super) fn parse_chunk_group(value: &[u8]) -> Option<(i64, Vec<&[u8]>)> {
+    let mut reader = Reader(value);
+    let max_t = reader.u64()? as i64;
+    let count = reader.u32()? as usize;
+    // Each chunk takes at least its 4-byte length: bounds the allocation by the input.
+    let mut chunks = Vec::with_capacity(count.min(value.len() / 4));
+    for _ in 0..count {
+        let len = reader.u32()? as usize;
+        chunks.push(reader.take(len)?);
+    }
+    reader.0.is_empty().then_some((max_t, chunks))
 }
 
 /// Name of the chunk tree of a UTC day.
@@ -261,9 +274,17 @@ mod tests {
             let _ = WalEntry::decode(&bytes);
             let _ = decode_labels(&bytes);
             let _ = Watermark::decode(&bytes);
-            let _ = parse_chunk_value(&bytes);
+            let _ = parse_chunk_group(&bytes);
             let _ = parse_chunk_key(&bytes);
         }
+    }
+
+    #[test]
+    fn chunk_groups_roundtrip() {
+        let chunks: [&[u8]; 3] = [b"abc", b"", b"defg"];
+        let value = chunk_group_value(42, chunks.iter().copied());
+        assert_eq!(parse_chunk_group(&value), Some((42, chunks.to_vec())));
+        assert_eq!(parse_chunk_group(&value[..value.len() - 1]), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{
 use aisemble_shared::{
     codec,
     metrics::{HOST_LABEL, is_valid_label_name, is_valid_metric_name},
-    wire::{Compression, Label, Record, Sample},
+    wire::{Compression, LabelRef, RecordRef, SampleRef},
 };
 use hashbrown::{Equivalent, HashMap};
 
@@ -80,22 +80,19 @@ impl Hash for CacheKey {
 }
 
 /// Borrowed view of a sample, looked up without allocating.
-struct SampleKey<'a>(&'a Sample);
+struct SampleKey<'s, 'a>(&'s SampleRef<'a>);
 
-impl Hash for SampleKey<'_> {
+impl Hash for SampleKey<'_, '_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         hash_parts(
             state,
-            &self.0.name,
-            self.0
-                .labels
-                .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str())),
+            self.0.name,
+            self.0.labels.iter().map(|l| (l.name, l.value)),
         );
     }
 }
 
-impl Equivalent<CacheKey> for SampleKey<'_> {
+impl Equivalent<CacheKey> for SampleKey<'_, '_> {
     fn equivalent(&self, key: &CacheKey) -> bool {
         *key.name == *self.0.name
             && key.labels.len() == self.0.labels.len()
@@ -131,7 +128,7 @@ impl SeriesResolver {
     }
 
     /// The series of a sample, or `None` if the sample's names are invalid.
-    pub fn resolve(&mut self, sample: &Sample) -> Option<Arc<Series>> {
+    pub fn resolve(&mut self, sample: &SampleRef<'_>) -> Option<Arc<Series>> {
         if let Some(series) = self.cache.get(&SampleKey(sample)) {
             return Some(Arc::clone(series));
         }
@@ -142,7 +139,7 @@ impl SeriesResolver {
             .labels
             .iter()
             .filter(|l| l.name != HOST_LABEL)
-            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .map(|l| (l.name, l.value))
             .collect();
         pairs.push((HOST_LABEL, &self.host));
         let series = {
@@ -150,15 +147,15 @@ impl SeriesResolver {
                 .index
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let labels = index.labels_for(&sample.name, &pairs);
+            let labels = index.labels_for(sample.name, &pairs);
             index.get_or_create(labels).0
         };
         let key = CacheKey {
-            name: sample.name.as_str().into(),
+            name: sample.name.into(),
             labels: sample
                 .labels
                 .iter()
-                .map(|l| (l.name.as_str().into(), l.value.as_str().into()))
+                .map(|l| (l.name.into(), l.value.into()))
                 .collect(),
         };
         self.cache.insert(key, Arc::clone(&series));
@@ -178,7 +175,8 @@ impl SeriesResolver {
         last_seq: u64,
         first_new_seq: u64,
     ) -> Result<DecodedBatch, DecodeError> {
-        let entries = codec::decode_entries(payload, compression)?;
+        let plain = codec::decompress_payload(payload, compression)?;
+        let entries = codec::decode_entries_borrowed(&plain)?;
         let mut previous = None;
         for entry in &entries {
             if entry.seq < first_seq
@@ -197,7 +195,7 @@ impl SeriesResolver {
             out.records += 1;
             // Record kinds a newer agent sends that this control plane does not store yet are
             // skipped.
-            if let Record::Metrics(metrics) = codec::decode_record(&entry.record)? {
+            if let RecordRef::Metrics(metrics) = codec::decode_record_borrowed(entry.record)? {
                 out.samples.reserve(metrics.samples.len());
                 for sample in &metrics.samples {
                     match self.resolve(sample) {
@@ -214,21 +212,21 @@ impl SeriesResolver {
     }
 }
 
-fn valid(sample: &Sample) -> bool {
-    let label_ok = |l: &Label| {
+fn valid(sample: &SampleRef<'_>) -> bool {
+    let label_ok = |l: &LabelRef<'_>| {
         l.name.len() <= MAX_NAME_BYTES
             && l.value.len() <= MAX_VALUE_BYTES
-            && is_valid_label_name(&l.name)
+            && is_valid_label_name(l.name)
     };
     sample.name.len() <= MAX_NAME_BYTES
-        && is_valid_metric_name(&sample.name)
+        && is_valid_metric_name(sample.name)
         && sample.labels.len() <= MAX_LABELS
         && sample.labels.iter().all(label_ok)
 }
 
 #[cfg(test)]
 mod tests {
-    use aisemble_shared::wire::{JournalEntry, MetricRecord};
+    use aisemble_shared::wire::{JournalEntry, MetricRecord, Record, Sample};
 
     use super::*;
 
@@ -254,20 +252,20 @@ mod tests {
         let spoofed = Sample::new("cpu", 1.0)
             .with_label("host", "someone-else")
             .with_label("core", "0");
-        let series = resolver.resolve(&spoofed).expect("valid");
+        let series = resolver.resolve(&SampleRef::from(&spoofed)).expect("valid");
         assert_eq!(series.labels.get("host"), Some("node-1"));
         assert_eq!(series.labels.get("core"), Some("0"));
-        let again = resolver.resolve(&spoofed).expect("cached");
+        let again = resolver.resolve(&SampleRef::from(&spoofed)).expect("cached");
         assert!(Arc::ptr_eq(&series, &again));
         let mut other = SeriesResolver::new(Arc::clone(&index), "node-1");
         assert!(
-            Arc::ptr_eq(&other.resolve(&spoofed).expect("valid"), &series),
+            Arc::ptr_eq(&other.resolve(&SampleRef::from(&spoofed)).expect("valid"), &series),
             "same labels, same series"
         );
-        assert!(resolver.resolve(&Sample::new("bad-name", 1.0)).is_none());
+        assert!(resolver.resolve(&SampleRef::from(&Sample::new("bad-name", 1.0))).is_none());
         assert!(
             resolver
-                .resolve(&Sample::new("ok", 1.0).with_label("__bad", "x"))
+                .resolve(&SampleRef::from(&Sample::new("ok", 1.0).with_label("__bad", "x")))
                 .is_none()
         );
         assert_eq!(index.read().expect("lock").len(), 1);

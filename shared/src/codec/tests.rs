@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::wire::{
     Ack, Action, AgentMessage, Batch, BufferStats, Command, CommandResult, ControlMessage, Hello,
-    Label, MetricRecord, MonitoringState, Refuse, RefuseCode, Sample, Welcome,
+    Label, MetricRecord, MonitoringState, RecordRef, Refuse, RefuseCode, Sample, SampleRef, Welcome,
 };
 
 fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(message: &T) {
@@ -163,6 +163,20 @@ proptest! {
         for (entry, record) in decoded.iter().zip(&records) {
             prop_assert_eq!(&decode_record(&entry.record).expect("record"), record);
         }
+        // The borrowed decoders read the same bytes to the same values.
+        let plain = decompress_payload(&payload, compression).expect("decompresses");
+        let borrowed = decode_entries_borrowed(&plain).expect("decodes");
+        prop_assert_eq!(borrowed.len(), entries.len());
+        for ((entry, owned), record) in borrowed.iter().zip(&entries).zip(&records) {
+            prop_assert_eq!(entry.seq, owned.seq);
+            prop_assert_eq!(entry.record, &owned.record[..]);
+            let (RecordRef::Metrics(view), Record::Metrics(full)) = (decode_record_borrowed(entry.record).expect("record"), record) else {
+                panic!("metrics");
+            };
+            prop_assert_eq!(view.timestamp_ms, full.timestamp_ms);
+            let expected: Vec<SampleRef<'_>> = full.samples.iter().map(SampleRef::from).collect();
+            prop_assert_eq!(view.samples, expected);
+        }
     }
 
     #[test]
@@ -197,6 +211,8 @@ proptest! {
         let _ = decode_record(&bytes);
         let _ = decode_entries(&bytes, Compression::None);
         let _ = decode_entries(&bytes, Compression::Zstd);
+        let _ = decode_entries_borrowed(&bytes);
+        let _ = decode_record_borrowed(&bytes);
         if bytes.len() >= 4 {
             let _ = frame_body_len(bytes[..4].try_into().expect("4 bytes"), DEFAULT_MAX_FRAME_BYTES);
         }
