@@ -194,7 +194,7 @@ async fn write_status(status: Arc<Status>, journal: Arc<dyn Journal>, shutdown: 
         }
         let stats = journal.stats();
         let status = Arc::clone(&status);
-        match tokio::task::spawn_blocking(move || status.write(stats)).await {
+        match tokio::task::spawn_blocking(move || status.write_if_changed(stats)).await {
             Ok(Ok(())) => warned = false,
             Ok(Err(error)) if !warned => {
                 warn!(%error, "Cannot write the status file.");

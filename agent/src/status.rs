@@ -87,7 +87,13 @@ pub fn now_ms() -> i64 {
 pub struct Status {
     report: Mutex<StatusReport>,
     path: PathBuf,
+    /// What was last written, and when: unchanged reports are rewritten only every
+    /// [`REWRITE_UNCHANGED`], to keep an idle agent idle.
+    written: Mutex<Option<(StatusReport, std::time::Instant)>>,
 }
+
+/// How often an unchanged status is rewritten (its `updated_at_ms` shows the agent is alive).
+const REWRITE_UNCHANGED: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Status {
     /// A status for a starting agent, mirrored to `path`.
@@ -108,6 +114,7 @@ impl Status {
         Self {
             report: Mutex::new(report),
             path,
+            written: Mutex::new(None),
         }
     }
 
@@ -165,7 +172,41 @@ impl Status {
     /// # Errors
     /// When the data directory is not writable.
     pub fn write(&self, buffer: BufferStats) -> std::io::Result<()> {
-        write_report(&self.path, &self.snapshot(buffer))
+        let report = self.snapshot(buffer);
+        write_report(&self.path, &report)?;
+        *self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((report, std::time::Instant::now()));
+        Ok(())
+    }
+
+    /// Writes the report if it changed, or if the last write is older than 10 s. Blocking.
+    ///
+    /// # Errors
+    /// When the data directory is not writable.
+    pub fn write_if_changed(&self, buffer: BufferStats) -> std::io::Result<()> {
+        let report = self.snapshot(buffer);
+        let unchanged = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|(last, at)| {
+                at.elapsed() < REWRITE_UNCHANGED
+                    && StatusReport {
+                        updated_at_ms: 0,
+                        ..last.clone()
+                    } == StatusReport {
+                        updated_at_ms: 0,
+                        ..report.clone()
+                    }
+            });
+        if unchanged {
+            return Ok(());
+        }
+        self.write(buffer)
     }
 }
 

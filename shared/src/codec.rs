@@ -122,9 +122,15 @@ fn decode_prefix<T: DeserializeOwned>(
     })
 }
 
-fn decode_exact_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T, CodecError> {
+fn decode_exact_borrowed<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<T, CodecError> {
     let (value, used): (T, usize) = bincode::serde::borrow_decode_from_slice(bytes, config())
-        .map_err(|error| CodecError::Decode { what, reason: error.to_string() })?;
+        .map_err(|error| CodecError::Decode {
+            what,
+            reason: error.to_string(),
+        })?;
     match bytes.len() - used {
         0 => Ok(value),
         extra => Err(CodecError::Trailing { what, extra }),
@@ -315,7 +321,10 @@ pub fn encode_entries(
 ///
 /// # Errors
 /// When decompression fails or exceeds [`DECODE_LIMIT_BYTES`], or the payload is not entries.
-pub fn decode_entries(payload: &[u8], compression: Compression) -> Result<Vec<JournalEntry>, CodecError> {
+pub fn decode_entries(
+    payload: &[u8],
+    compression: Compression,
+) -> Result<Vec<JournalEntry>, CodecError> {
     decode_exact(&decompress_payload(payload, compression)?, "batch entries")
 }
 
@@ -325,7 +334,10 @@ pub fn decode_entries(payload: &[u8], compression: Compression) -> Result<Vec<Jo
 /// # Errors
 /// When the payload is not a zstd frame, lacks its content size, or exceeds
 /// [`DECODE_LIMIT_BYTES`].
-pub fn decompress_payload(payload: &[u8], compression: Compression) -> Result<Cow<'_, [u8]>, CodecError> {
+pub fn decompress_payload(
+    payload: &[u8],
+    compression: Compression,
+) -> Result<Cow<'_, [u8]>, CodecError> {
     match compression {
         Compression::None => Ok(Cow::Borrowed(payload)),
         Compression::Zstd => {
@@ -347,10 +359,17 @@ pub fn decompress_payload(payload: &[u8], compression: Compression) -> Result<Co
             DECOMPRESSOR.with(|cell| {
                 let mut slot = cell.borrow_mut();
                 if slot.is_none() {
-                    *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| CodecError::Decompress(e.to_string()))?);
+                    *slot = Some(
+                        zstd::bulk::Decompressor::new()
+                            .map_err(|e| CodecError::Decompress(e.to_string()))?,
+                    );
                 }
-                let decompressor = slot.as_mut().ok_or_else(|| CodecError::Decompress("no context".into()))?;
-                let plain = decompressor.decompress(payload, size).map_err(|e| CodecError::Decompress(e.to_string()))?;
+                let decompressor = slot
+                    .as_mut()
+                    .ok_or_else(|| CodecError::Decompress("no context".into()))?;
+                let plain = decompressor
+                    .decompress(payload, size)
+                    .map_err(|e| CodecError::Decompress(e.to_string()))?;
                 // A frame may state a size smaller than its real content: that is corrupt.
                 if plain.len() != size {
                     return Err(CodecError::Decompress("content size mismatch".into()));

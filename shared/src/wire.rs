@@ -363,7 +363,14 @@ impl<'a> From<&'a Sample> for SampleRef<'a> {
     fn from(sample: &'a Sample) -> Self {
         Self {
             name: &sample.name,
-            labels: sample.labels.iter().map(|l| LabelRef { name: &l.name, value: &l.value }).collect(),
+            labels: sample
+                .labels
+                .iter()
+                .map(|l| LabelRef {
+                    name: &l.name,
+                    value: &l.value,
+                })
+                .collect(),
             value: sample.value,
         }
     }

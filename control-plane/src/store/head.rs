@@ -206,7 +206,11 @@ mod tests {
             s.append(i * 1000, i as f64);
         }
         let cut = s.cut();
-        assert_eq!(cut.len(), 2, "one full chunk, and the open one sealed by the cut");
+        assert_eq!(
+            cut.len(),
+            2,
+            "one full chunk, and the open one sealed by the cut"
+        );
         assert_eq!(cut[0].max_t, (MAX_CHUNK_SAMPLES as i64 - 1) * 1000);
         assert_eq!(cut[1].min_t, MAX_CHUNK_SAMPLES as i64 * 1000);
         s.release_sealed(cut[1].min_t);
@@ -219,7 +223,10 @@ mod tests {
         s.append(DAY_MS, 2.0);
         assert_eq!(s.head_min_t(), Some(DAY_MS - 1000));
         let cut = s.cut();
-        assert_eq!((cut.len(), cut[0].max_t, cut[1].min_t), (2, DAY_MS - 1000, DAY_MS));
+        assert_eq!(
+            (cut.len(), cut[0].max_t, cut[1].min_t),
+            (2, DAY_MS - 1000, DAY_MS)
+        );
         s.release_sealed(DAY_MS - 1000);
         assert_eq!(s.head_min_t(), Some(DAY_MS));
         let mut out = Vec::new();

@@ -652,7 +652,8 @@ impl Inner {
                 payload: commit.payload.clone(),
             };
             let encoded = entry.encode();
-            self.wal_bytes.fetch_add(encoded.len() as u64, Ordering::Relaxed);
+            self.wal_bytes
+                .fetch_add(encoded.len() as u64, Ordering::Relaxed);
             batch.insert(&wal_key(*wal_seq), encoded);
             let mark = Watermark {
                 journal_id: commit.journal_id,
@@ -701,7 +702,9 @@ impl Inner {
             if due || shutdown.is_some() {
                 last_checkpoint = Instant::now();
                 if let Err(error) = self.checkpoint() {
-                    self.counters.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .checkpoint_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     error!(%error, "Checkpoint failed; the WAL keeps the data and the next one retries.");
                 }
             }
@@ -755,8 +758,12 @@ impl Inner {
             released.push((Arc::clone(series), last.min_t));
             for day_chunks in chunks.chunk_by(|a, b| day_of(a.min_t) == day_of(b.min_t)) {
                 let (first, last) = (&day_chunks[0], &day_chunks[day_chunks.len() - 1]);
-                let value = persist::chunk_group_value(last.max_t, day_chunks.iter().map(|c| &c.bytes[..]));
-                per_day.entry(day_of(first.min_t)).or_default().insert(&chunk_key(series.id.0, first.min_t), value);
+                let value =
+                    persist::chunk_group_value(last.max_t, day_chunks.iter().map(|c| &c.bytes[..]));
+                per_day
+                    .entry(day_of(first.min_t))
+                    .or_default()
+                    .insert(&chunk_key(series.id.0, first.min_t), value);
                 n_groups += 1;
                 pending += 1;
             }

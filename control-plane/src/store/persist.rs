@@ -180,7 +180,10 @@ pub(super) fn parse_chunk_key(key: &[u8]) -> Option<(u32, i64)> {
 
 /// Value of a chunk group (the chunks of one series written by one checkpoint, within one day):
 /// `max_t i64 | count u32 | (len u32 | chunk)*`.
-pub(super) fn chunk_group_value<'a>(max_t: i64, chunks: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
+pub(super) fn chunk_group_value<'a>(
+    max_t: i64,
+    chunks: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&max_t.to_be_bytes());
     out.extend_from_slice(&(chunks.len() as u32).to_be_bytes());

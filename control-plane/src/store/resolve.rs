@@ -255,17 +255,28 @@ mod tests {
         let series = resolver.resolve(&SampleRef::from(&spoofed)).expect("valid");
         assert_eq!(series.labels.get("host"), Some("node-1"));
         assert_eq!(series.labels.get("core"), Some("0"));
-        let again = resolver.resolve(&SampleRef::from(&spoofed)).expect("cached");
+        let again = resolver
+            .resolve(&SampleRef::from(&spoofed))
+            .expect("cached");
         assert!(Arc::ptr_eq(&series, &again));
         let mut other = SeriesResolver::new(Arc::clone(&index), "node-1");
         assert!(
-            Arc::ptr_eq(&other.resolve(&SampleRef::from(&spoofed)).expect("valid"), &series),
+            Arc::ptr_eq(
+                &other.resolve(&SampleRef::from(&spoofed)).expect("valid"),
+                &series
+            ),
             "same labels, same series"
         );
-        assert!(resolver.resolve(&SampleRef::from(&Sample::new("bad-name", 1.0))).is_none());
         assert!(
             resolver
-                .resolve(&SampleRef::from(&Sample::new("ok", 1.0).with_label("__bad", "x")))
+                .resolve(&SampleRef::from(&Sample::new("bad-name", 1.0)))
+                .is_none()
+        );
+        assert!(
+            resolver
+                .resolve(&SampleRef::from(
+                    &Sample::new("ok", 1.0).with_label("__bad", "x")
+                ))
                 .is_none()
         );
         assert_eq!(index.read().expect("lock").len(), 1);

@@ -3,7 +3,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::wire::{
     Ack, Action, AgentMessage, Batch, BufferStats, Command, CommandResult, ControlMessage, Hello,
-    Label, MetricRecord, MonitoringState, RecordRef, Refuse, RefuseCode, Sample, SampleRef, Welcome,
+    Label, MetricRecord, MonitoringState, RecordRef, Refuse, RefuseCode, Sample, SampleRef,
+    Welcome,
 };
 
 fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(message: &T) {

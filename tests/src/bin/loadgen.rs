@@ -24,8 +24,8 @@ use aisemble_certs::{Pki, Validity};
 use aisemble_shared::{
     codec::{self, FrameDecoder},
     wire::{
-        ALPN, AgentMessage, Batch, BufferStats, Compression, ControlMessage, Hello, JournalEntry, MetricRecord, Record,
-        Sample,
+        ALPN, AgentMessage, Batch, BufferStats, Compression, ControlMessage, Hello, JournalEntry,
+        MetricRecord, Record, Sample,
     },
 };
 use anyhow::Context as _;
@@ -85,19 +85,48 @@ enum Command {
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<aisemble_shared::units::HumanDuration>().map(|d| d.0)
+    s.parse::<aisemble_shared::units::HumanDuration>()
+        .map(|d| d.0)
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Backlog { journal, records, interval } => backlog(&journal, records, interval),
-        Command::Ingest { cp_data, certs, quic, http, agents, series, rate, duration, endpoints } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(ingest(Options { cp_data, certs, quic, http, agents, series, rate, duration, endpoints }))
+        Command::Backlog {
+            journal,
+            records,
+            interval,
+        } => backlog(&journal, records, interval),
+        Command::Ingest {
+            cp_data,
+            certs,
+            quic,
+            http,
+            agents,
+            series,
+            rate,
+            duration,
+            endpoints,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(ingest(Options {
+                cp_data,
+                certs,
+                quic,
+                http,
+                agents,
+                series,
+                rate,
+                duration,
+                endpoints,
+            }))
         }
     }
 }
@@ -112,11 +141,20 @@ fn backlog(path: &std::path::Path, records: u64, interval: Duration) -> anyhow::
     let start = now_ms() - (records as i64) * interval.as_millis() as i64;
     for i in 0..records {
         let timestamp_ms = start + i as i64 * interval.as_millis() as i64;
-        let record = Record::Metrics(MetricRecord { timestamp_ms, samples: samples.clone() });
+        let record = Record::Metrics(MetricRecord {
+            timestamp_ms,
+            samples: samples.clone(),
+        });
         journal.append(&codec::encode_record(&record)?)?;
     }
     let stats = journal.stats();
-    println!("backlog: {} records, {} bytes, {} samples each, last seq {}", stats.records, stats.bytes, samples.len(), journal.last_seq());
+    println!(
+        "backlog: {} records, {} bytes, {} samples each, last seq {}",
+        stats.records,
+        stats.bytes,
+        samples.len(),
+        journal.last_seq()
+    );
     Ok(())
 }
 
@@ -142,13 +180,18 @@ fn certificates(options: &Options) -> anyhow::Result<Vec<quinn::ClientConfig>> {
         let name = format!("load-{i:05}");
         let dir = options.certs.join(&name);
         if !dir.join("agent.key").exists() {
-            let issued = pki.issue_agent(&name, Validity::starting_now(Duration::from_secs(86_400 * 30))?)?;
+            let issued = pki.issue_agent(
+                &name,
+                Validity::starting_now(Duration::from_secs(86_400 * 30))?,
+            )?;
             pki.write_agent_bundle(&issued, &dir)?;
         }
         let chain = aisemble_certs::tls::load_certs(&dir.join("agent.pem"))?;
         let key = aisemble_certs::tls::load_key(&dir.join("agent.key"))?;
         let tls = aisemble_certs::tls::client_config(&ca, chain, key, ALPN)?;
-        let mut config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
+        let mut config = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
+        ));
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(Duration::from_secs(5)));
         config.transport_config(Arc::new(transport));
@@ -168,7 +211,11 @@ struct Stats {
 async fn ingest(options: Options) -> anyhow::Result<()> {
     let setup = Instant::now();
     let configs = tokio::task::block_in_place(|| certificates(&options))?;
-    println!("certificates: {} ready in {:.1}s", configs.len(), setup.elapsed().as_secs_f64());
+    println!(
+        "certificates: {} ready in {:.1}s",
+        configs.len(),
+        setup.elapsed().as_secs_f64()
+    );
     let endpoints: Vec<quinn::Endpoint> = (0..options.endpoints.max(1))
         .map(|_| quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))))
         .collect::<Result<_, _>>()?;
@@ -178,10 +225,18 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (i, config) in configs.into_iter().enumerate() {
         let endpoint = endpoints[i % endpoints.len()].clone();
-        let (stats, measuring, stop) = (Arc::clone(&stats), Arc::clone(&measuring), Arc::clone(&stop));
+        let (stats, measuring, stop) = (
+            Arc::clone(&stats),
+            Arc::clone(&measuring),
+            Arc::clone(&stop),
+        );
         let (quic, series, rate) = (options.quic, options.series, options.rate);
         tasks.push(tokio::spawn(async move {
-            if let Err(error) = agent(i, endpoint, config, quic, series, rate, &stats, &measuring, &stop).await {
+            if let Err(error) = agent(
+                i, endpoint, config, quic, series, rate, &stats, &measuring, &stop,
+            )
+            .await
+            {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 eprintln!("agent {i}: {error:#}");
             }
@@ -197,7 +252,11 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("connected: {} agents in {:.1}s; warming up 10s", options.agents, setup.elapsed().as_secs_f64());
+    println!(
+        "connected: {} agents in {:.1}s; warming up 10s",
+        options.agents,
+        setup.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
 
     let client = reqwest::Client::new();
@@ -215,11 +274,29 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
     let sent_after = stats.samples_sent.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
 
-    let mut latencies = stats.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut latencies = stats
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0);
-    println!("offered:  {:.0} samples/s ({} agents x {} series x {}/s)", (sent_after - sent_before) as f64 / elapsed, options.agents, options.series, options.rate);
-    println!("stored:   {:.0} samples/s over {elapsed:.1}s", (stored_after - stored_before) / elapsed);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "offered:  {:.0} samples/s ({} agents x {} series x {}/s)",
+        (sent_after - sent_before) as f64 / elapsed,
+        options.agents,
+        options.series,
+        options.rate
+    );
+    println!(
+        "stored:   {:.0} samples/s over {elapsed:.1}s",
+        (stored_after - stored_before) / elapsed
+    );
     println!(
         "ack latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} batches)",
         pct(0.50) as f64 / 1000.0,
@@ -263,7 +340,11 @@ async fn agent(
         journal_id,
         buffer: BufferStats::default(),
     });
-    send.write_all(&codec::encode_frame(&hello, codec::DEFAULT_MAX_FRAME_BYTES)?).await?;
+    send.write_all(&codec::encode_frame(
+        &hello,
+        codec::DEFAULT_MAX_FRAME_BYTES,
+    )?)
+    .await?;
     let mut decoder = FrameDecoder::new(codec::DEFAULT_MAX_FRAME_BYTES);
     let mut next_seq = match read(&mut recv, &mut decoder).await? {
         ControlMessage::Welcome(welcome) => welcome.stored_upto.unwrap_or(0) + 1,
@@ -273,7 +354,10 @@ async fn agent(
 
     // Series: 10 metric names x n/10 label values, like a host with several devices.
     let templates: Vec<Sample> = (0..n_series)
-        .map(|s| Sample::new(format!("loadgen_metric_{}", s % 10), 0.0).with_label("device", format!("dev{}", s / 10)))
+        .map(|s| {
+            Sample::new(format!("loadgen_metric_{}", s % 10), 0.0)
+                .with_label("device", format!("dev{}", s / 10))
+        })
         .collect();
     let pending: Arc<Mutex<std::collections::VecDeque<(u64, Instant)>>> = Arc::default();
     let reader_pending = Arc::clone(&pending);
@@ -287,7 +371,11 @@ async fn agent(
                         if let Some((_, sent)) = queue.pop_front()
                             && measuring.load(Ordering::Relaxed)
                         {
-                            stats.latencies_us.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(now.duration_since(sent).as_micros() as u64);
+                            stats
+                                .latencies_us
+                                .lock()
+                                .map_err(|_| anyhow::anyhow!("lock"))?
+                                .push(now.duration_since(sent).as_micros() as u64);
                         }
                     }
                 }
@@ -313,11 +401,20 @@ async fn agent(
                     let samples = templates
                         .iter()
                         .enumerate()
-                        .map(|(i, s)| Sample { value: ((step + i as u64) % 100) as f64 * 0.5, ..s.clone() })
+                        .map(|(i, s)| Sample {
+                            value: ((step + i as u64) % 100) as f64 * 0.5,
+                            ..s.clone()
+                        })
                         .collect();
-                    let record = Record::Metrics(MetricRecord { timestamp_ms: t, samples });
+                    let record = Record::Metrics(MetricRecord {
+                        timestamp_ms: t,
+                        samples,
+                    });
                     let seq = first_seq + r;
-                    Ok(JournalEntry { seq, record: codec::encode_record(&record)? })
+                    Ok(JournalEntry {
+                        seq,
+                        record: codec::encode_record(&record)?,
+                    })
                 })
                 .collect::<anyhow::Result<_>>()?;
             next_seq += rate;
@@ -329,9 +426,14 @@ async fn agent(
                 buffer: BufferStats::default(),
             });
             let frame = codec::encode_frame(&batch, codec::DEFAULT_MAX_FRAME_BYTES)?;
-            pending.lock().map_err(|_| anyhow::anyhow!("lock"))?.push_back((next_seq - 1, Instant::now()));
+            pending
+                .lock()
+                .map_err(|_| anyhow::anyhow!("lock"))?
+                .push_back((next_seq - 1, Instant::now()));
             send.write_all(&frame).await?;
-            stats.samples_sent.fetch_add(rate * n_series as u64, Ordering::Relaxed);
+            stats
+                .samples_sent
+                .fetch_add(rate * n_series as u64, Ordering::Relaxed);
         }
         Ok::<(), anyhow::Error>(())
     };
@@ -341,7 +443,10 @@ async fn agent(
     }
 }
 
-async fn read(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> anyhow::Result<ControlMessage> {
+async fn read(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> anyhow::Result<ControlMessage> {
     loop {
         if let Some(body) = decoder.next_frame()? {
             return Ok(codec::decode_frame(&body)?);

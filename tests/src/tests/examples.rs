@@ -12,7 +12,12 @@ fn example_configs_parse_and_show_the_defaults() {
     let path = repo("agent/agent.example.toml");
     let text = std::fs::read_to_string(&path).expect("agent example");
     let agent: AgentConfigFile = parse_toml(&path, &text, "example").expect("agent example parses");
-    let minimal: AgentConfigFile = parse_toml(&path, "[control_plane]\naddress = \"cp.example.com:7443\"\n", "x").expect("minimal");
+    let minimal: AgentConfigFile = parse_toml(
+        &path,
+        "[control_plane]\naddress = \"cp.example.com:7443\"\n",
+        "x",
+    )
+    .expect("minimal");
     assert_eq!(agent, minimal, "the example's values are the defaults");
 
     let output = std::process::Command::new(&crate::bins::binaries().control_plane)
@@ -20,7 +25,14 @@ fn example_configs_parse_and_show_the_defaults() {
         .arg(repo("control-plane/control-plane.example.toml"))
         .output()
         .expect("check-config");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("HTTP 127.0.0.1:8080, QUIC 0.0.0.0:7443"), "{stdout}");
+    assert!(
+        stdout.contains("HTTP 127.0.0.1:8080, QUIC 0.0.0.0:7443"),
+        "{stdout}"
+    );
 }
