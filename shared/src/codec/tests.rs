@@ -171,9 +171,7 @@ proptest! {
         for ((entry, owned), record) in borrowed.iter().zip(&entries).zip(&records) {
             prop_assert_eq!(entry.seq, owned.seq);
             prop_assert_eq!(entry.record, &owned.record[..]);
-            let (RecordRef::Metrics(view), Record::Metrics(full)) = (decode_record_borrowed(entry.record).expect("record"), record) else {
-                panic!("metrics");
-            };
+            let (RecordRef::Metrics(view), Record::Metrics(full)) = (decode_record_borrowed(entry.record).expect("record"), record);
             prop_assert_eq!(view.timestamp_ms, full.timestamp_ms);
             let expected: Vec<SampleRef<'_>> = full.samples.iter().map(SampleRef::from).collect();
             prop_assert_eq!(view.samples, expected);
