@@ -363,8 +363,8 @@ async fn agent(
     let reader_pending = Arc::clone(&pending);
     let reader = async move {
         loop {
-            match read(&mut recv, &mut decoder).await? {
-                ControlMessage::Ack(ack) => {
+            if let ControlMessage::Ack(ack) = read(&mut recv, &mut decoder).await? {
+                {
                     let now = Instant::now();
                     let mut queue = reader_pending.lock().map_err(|_| anyhow::anyhow!("lock"))?;
                     while queue.front().is_some_and(|(last, _)| *last <= ack.upto) {
@@ -379,7 +379,6 @@ async fn agent(
                         }
                     }
                 }
-                _ => {}
             }
         }
         #[allow(unreachable_code)]
