@@ -32,15 +32,8 @@ pub fn binaries() -> &'static Binaries {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
-        command.args([
-            "build",
-            "--quiet",
-            "-p",
-            "aisemble-control-plane",
-            "-p",
-            "aisemble-agent",
-            "--bins",
-        ]);
+        // The same selection as `.ci/run`, so feature unification matches and this is a no-op there.
+        command.args(["build", "--quiet", "--workspace", "--bins"]);
         if release {
             command.arg("--release");
         }
