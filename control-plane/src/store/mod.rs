@@ -9,10 +9,12 @@
 //! the head, and only then completes the submissions, so an acknowledgement always means
 //! "durable". There is no per-sample disk write.
 //!
-//! A checkpoint thread, every `checkpoint_interval` or when the WAL has grown by
-//! `checkpoint_wal_bytes`, cuts the head: it seals every series' open chunk and writes new series
-//! definitions and, per series and UTC day, one value holding everything since the previous
-//! checkpoint; then it records the WAL position that covers, and truncates the WAL up to it. The
+//! A checkpoint thread cuts the head in rounds: each second it seals the open chunks of the next
+//! slice of series and writes, per series and UTC day, one value holding everything since that
+//! series' previous cut, so that one round covers every series once per `checkpoint_interval` at
+//! an even pace (a WAL over `checkpoint_wal_bytes`, or a shutdown, finishes the round at once).
+//! When a round ends it records the WAL position applied when the round began, which the round
+//! has now fully written, and truncates the WAL up to it. The
 //! WAL lives in its own sled database (`wal/`) so that its per-commit flush never waits for a
 //! checkpoint's writes to the chunk database (`chunks/`). On open, the store loads the series
 //! index and replays the WAL after the checkpoint. A sample can then exist both in a persisted
@@ -181,6 +183,24 @@ enum CheckpointMessage {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// A checkpoint round: cuts every series once, a slice per tick.
+#[derive(Debug)]
+struct Round {
+    /// WAL position applied when the round started: covered once the round completes.
+    started_upto: u64,
+    /// Next series to cut.
+    cursor: usize,
+    /// Groups written so far.
+    groups: usize,
+    started: Instant,
+}
+
+impl Round {
+    fn starting(started_upto: u64) -> Self {
+        Self { started_upto, cursor: 0, groups: 0, started: Instant::now() }
+    }
+}
+
 struct Inner {
     /// Series definitions, chunk trees, the checkpoint marker, the agent registry.
     db: sled::Db,
@@ -196,6 +216,8 @@ struct Inner {
     /// WAL bytes written since the last checkpoint started.
     wal_bytes: AtomicU64,
     persisted_series: AtomicU64,
+    /// The checkpoint round in progress.
+    round: Mutex<Round>,
     counters: StoreCounters,
     options: StoreOptions,
 }
@@ -219,8 +241,8 @@ impl std::fmt::Debug for Store {
 
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const WAL_CACHE_BYTES: u64 = 16 << 20;
-/// Chunk groups per sled batch in a checkpoint.
-const CHECKPOINT_SLICE: usize = 4096;
+/// How often the checkpoint thread wakes to cut its next slice of series.
+const CHECKPOINT_TICK: Duration = Duration::from_secs(1);
 const MAX_GROUP: usize = 256;
 const WRITER_QUEUE: usize = 1024;
 
@@ -322,6 +344,7 @@ impl Store {
             applied_wal_seq: AtomicU64::new(checkpoint),
             wal_bytes: AtomicU64::new(0),
             persisted_series: AtomicU64::new(persisted_series),
+            round: Mutex::new(Round::starting(checkpoint)),
             counters: StoreCounters::default(),
             options,
         });
@@ -690,23 +713,20 @@ impl Inner {
 
     fn run_checkpointer(&self, control: &flume::Receiver<CheckpointMessage>) {
         let mut last_retention: Option<Instant> = None;
-        let mut last_checkpoint = Instant::now();
         loop {
-            let shutdown = match control.recv_timeout(Duration::from_secs(1)) {
+            let shutdown = match control.recv_timeout(CHECKPOINT_TICK) {
                 Ok(CheckpointMessage::Shutdown(done)) => Some(done),
                 Err(flume::RecvTimeoutError::Timeout) => None,
                 Err(flume::RecvTimeoutError::Disconnected) => return,
             };
-            let due = last_checkpoint.elapsed() >= self.options.checkpoint_interval
-                || self.wal_bytes.load(Ordering::Relaxed) >= self.options.checkpoint_wal_bytes;
-            if due || shutdown.is_some() {
-                last_checkpoint = Instant::now();
-                if let Err(error) = self.checkpoint() {
-                    self.counters
-                        .checkpoint_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    error!(%error, "Checkpoint failed; the WAL keeps the data and the next one retries.");
-                }
+            // Each tick cuts the next slice of series, so a round covers every series once per
+            // interval at an even pace instead of in one burst; a shutdown or a WAL over its
+            // budget finishes the round at once.
+            let urgent = shutdown.is_some() || self.wal_bytes.load(Ordering::Relaxed) >= self.options.checkpoint_wal_bytes;
+            let ticks = (self.options.checkpoint_interval.as_millis() / CHECKPOINT_TICK.as_millis()).max(1) as usize;
+            if let Err(error) = self.checkpoint_step(if urgent { None } else { Some(ticks) }) {
+                self.counters.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                error!(%error, "Checkpoint failed; the WAL keeps the data and the next one retries.");
             }
             if let Some(done) = shutdown {
                 let _ = done.send(());
@@ -730,61 +750,26 @@ impl Inner {
         Ok(tree)
     }
 
-    fn checkpoint(&self) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let upto = self.applied_wal_seq.load(Ordering::Acquire);
-        self.wal_bytes.store(0, Ordering::Relaxed);
+    /// Cuts the next slice of series (`1/ticks` of them, or all the rest when `ticks` is None)
+    /// and, when the round reaches the last series, records the round's WAL position and
+    /// truncates the WAL up to it: every sample applied before the round started has then been
+    /// written by one of its slices.
+    fn checkpoint_step(&self, ticks: Option<usize>) -> Result<(), StoreError> {
+        let mut round = lock(&self.round);
         let all: Vec<Arc<Series>> = read(&self.index).all().to_vec();
-
-        let persisted = self.persisted_series.load(Ordering::Acquire) as usize;
-        let mut definitions = sled::Batch::default();
-        for series in all.iter().skip(persisted) {
-            let pairs = series.labels.iter().map(|p| (&*p.name, &*p.value));
-            definitions.insert(&series.id.0.to_be_bytes(), persist::encode_labels(pairs));
+        let slice = ticks.map_or(all.len(), |t| all.len().div_ceil(t).max(1));
+        let end = (round.cursor + slice).min(all.len());
+        self.write_series_definitions(&all)?;
+        let groups = self.write_groups(&all[round.cursor.min(end)..end])?;
+        round.groups += groups;
+        round.cursor = end;
+        if round.cursor < all.len() {
+            return Ok(());
         }
-        self.series_tree.apply_batch(definitions)?;
-
-        // One value per series and day: everything since the previous checkpoint. Written in
-        // slices so the pending batch never holds the whole checkpoint in memory. On failure the
-        // cut chunks stay in memory (sealed) and the WAL untruncated; the next checkpoint writes
-        // them again.
-        let mut per_day: BTreeMap<i64, sled::Batch> = BTreeMap::new();
-        let mut pending = 0usize;
-        let mut released = Vec::new();
-        let mut n_groups = 0usize;
-        for series in &all {
-            let chunks = series.cut();
-            let Some(last) = chunks.last() else { continue };
-            released.push((Arc::clone(series), last.min_t));
-            for day_chunks in chunks.chunk_by(|a, b| day_of(a.min_t) == day_of(b.min_t)) {
-                let (first, last) = (&day_chunks[0], &day_chunks[day_chunks.len() - 1]);
-                let value =
-                    persist::chunk_group_value(last.max_t, day_chunks.iter().map(|c| &c.bytes[..]));
-                per_day
-                    .entry(day_of(first.min_t))
-                    .or_default()
-                    .insert(&chunk_key(series.id.0, first.min_t), value);
-                n_groups += 1;
-                pending += 1;
-            }
-            if pending >= CHECKPOINT_SLICE {
-                for (day, batch) in std::mem::take(&mut per_day) {
-                    self.day_tree(day)?.apply_batch(batch)?;
-                }
-                pending = 0;
-            }
-        }
-        for (day, batch) in per_day {
-            self.day_tree(day)?.apply_batch(batch)?;
-        }
+        let upto = round.started_upto;
         self.db.flush()?;
         self.meta.insert(CHECKPOINT_KEY, &upto.to_be_bytes())?;
         self.db.flush()?;
-        self.persisted_series
-            .store(all.len() as u64, Ordering::Release);
-        for (series, min_t) in released {
-            series.release_sealed(min_t);
-        }
         let mut truncate = sled::Batch::default();
         let mut n_wal = 0usize;
         for key in self.wal.range(wal_key(0)..=wal_key(upto)).keys() {
@@ -794,13 +779,65 @@ impl Inner {
         self.wal.apply_batch(truncate)?;
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         info!(
-            groups = n_groups,
+            groups = round.groups,
             wal_entries = n_wal,
             wal_upto = upto,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = round.started.elapsed().as_millis() as u64,
             "Checkpoint written."
         );
+        *round = Round::starting(self.applied_wal_seq.load(Ordering::Acquire));
+        self.wal_bytes.store(0, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A whole round now (tests, shutdown): a fresh round is started first so that it covers
+    /// everything applied so far.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        *lock(&self.round) = Round::starting(self.applied_wal_seq.load(Ordering::Acquire));
+        self.checkpoint_step(None)
+    }
+
+    fn write_series_definitions(&self, all: &[Arc<Series>]) -> Result<(), StoreError> {
+        let persisted = self.persisted_series.load(Ordering::Acquire) as usize;
+        if persisted >= all.len() {
+            return Ok(());
+        }
+        let mut definitions = sled::Batch::default();
+        for series in &all[persisted..] {
+            let pairs = series.labels.iter().map(|p| (&*p.name, &*p.value));
+            definitions.insert(&series.id.0.to_be_bytes(), persist::encode_labels(pairs));
+        }
+        self.series_tree.apply_batch(definitions)?;
+        // Definitions must be durable before any chunk group that refers to them.
+        self.db.flush()?;
+        self.persisted_series.store(all.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Cuts the series and writes one value per series and day: everything since its previous
+    /// cut. On failure the cut chunks stay in memory (sealed) and are written by a later step.
+    fn write_groups(&self, series: &[Arc<Series>]) -> Result<usize, StoreError> {
+        let mut per_day: BTreeMap<i64, sled::Batch> = BTreeMap::new();
+        let mut released = Vec::new();
+        let mut n_groups = 0usize;
+        for series in series {
+            let chunks = series.cut();
+            let Some(last) = chunks.last() else { continue };
+            released.push((Arc::clone(series), last.min_t));
+            for day_chunks in chunks.chunk_by(|a, b| day_of(a.min_t) == day_of(b.min_t)) {
+                let (first, last) = (&day_chunks[0], &day_chunks[day_chunks.len() - 1]);
+                let value = persist::chunk_group_value(last.max_t, day_chunks.iter().map(|c| &c.bytes[..]));
+                per_day.entry(day_of(first.min_t)).or_default().insert(&chunk_key(series.id.0, first.min_t), value);
+                n_groups += 1;
+            }
+        }
+        for (day, batch) in per_day {
+            self.day_tree(day)?.apply_batch(batch)?;
+        }
+        for (series, min_t) in released {
+            series.release_sealed(min_t);
+        }
+        Ok(n_groups)
     }
 
     fn apply_retention(&self, now_ms: i64) -> Result<usize, StoreError> {

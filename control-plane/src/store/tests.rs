@@ -208,3 +208,33 @@ async fn reopen(path: &std::path::Path) -> Store {
     }
     panic!("store did not reopen");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_rounds_write_slices_and_truncate_only_when_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), options()).expect("opens");
+        for agent in ["a", "b", "c"] {
+            commit(&store, agent, 1..=50).await;
+        }
+        let wal_entries = || store.inner.wal.scan_prefix(b"w").count();
+        assert_eq!(wal_entries(), 3);
+        // Six series, three ticks per round: two slices leave the round open.
+        *lock(&store.inner.round) = Round::starting(store.inner.applied_wal_seq.load(Ordering::Acquire));
+        store.inner.checkpoint_step(Some(3)).expect("slice 1");
+        store.inner.checkpoint_step(Some(3)).expect("slice 2");
+        assert_eq!(wal_entries(), 3, "the WAL is kept until the round covers every series");
+        assert_eq!(store.inner.meta.get(CHECKPOINT_KEY).expect("meta"), None);
+        // Data is whole while half of it is in chunk groups and half in the head.
+        assert_eq!(cpu_of(&store, "a"), expected(1..=50));
+        assert_eq!(cpu_of(&store, "c"), expected(1..=50));
+        store.inner.checkpoint_step(Some(3)).expect("slice 3");
+        assert_eq!(wal_entries(), 0, "a complete round truncates the WAL");
+        commit(&store, "a", 51..=60).await;
+        drop(store);
+    }
+    let store = reopen(dir.path()).await;
+    assert_eq!(cpu_of(&store, "a"), expected(1..=60));
+    assert_eq!(cpu_of(&store, "b"), expected(1..=50));
+    close(store).await;
+}
