@@ -220,10 +220,15 @@ async fn checkpoint_rounds_write_slices_and_truncate_only_when_complete() {
         let wal_entries = || store.inner.wal.scan_prefix(b"w").count();
         assert_eq!(wal_entries(), 3);
         // Six series, three ticks per round: two slices leave the round open.
-        *lock(&store.inner.round) = Round::starting(store.inner.applied_wal_seq.load(Ordering::Acquire));
+        *lock(&store.inner.round) =
+            Round::starting(store.inner.applied_wal_seq.load(Ordering::Acquire));
         store.inner.checkpoint_step(Some(3)).expect("slice 1");
         store.inner.checkpoint_step(Some(3)).expect("slice 2");
-        assert_eq!(wal_entries(), 3, "the WAL is kept until the round covers every series");
+        assert_eq!(
+            wal_entries(),
+            3,
+            "the WAL is kept until the round covers every series"
+        );
         assert_eq!(store.inner.meta.get(CHECKPOINT_KEY).expect("meta"), None);
         // Data is whole while half of it is in chunk groups and half in the head.
         assert_eq!(cpu_of(&store, "a"), expected(1..=50));
