@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use super::IngestContext;
 use crate::{
     registry::LiveSession,
-    store::{CommitBatch, CommitOutcome, SeriesResolver, StoreError, now_ms},
+    store::{CommitBatch, CommitOutcome, SeriesResolver, StoreError, WalEntry, now_ms},
     telemetry::reject,
 };
 
@@ -368,12 +368,14 @@ impl Session {
                 .inc_by(decoded.invalid_samples);
         }
         let commit = CommitBatch {
-            agent: self.name.clone(),
-            journal_id,
-            first_new_seq: first_new,
-            last_seq,
-            compression,
-            payload,
+            wal: WalEntry {
+                agent: self.name.clone(),
+                journal_id,
+                first_new_seq: first_new,
+                last_seq,
+                compression,
+                payload,
+            },
             samples: decoded.samples,
         };
         let pending =

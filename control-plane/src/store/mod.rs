@@ -36,7 +36,7 @@ pub mod chunk;
 pub use head::{AppendOutcome, Series};
 pub use index::SeriesId;
 pub use labels::{LabelPair, Labels};
-pub use persist::Watermark;
+pub use persist::{WalEntry, Watermark};
 pub use resolve::{DecodeError, DecodedBatch, SeriesResolver};
 
 use std::{
@@ -50,14 +50,13 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use aisemble_shared::wire::Compression;
 use promql_parser::label::Matcher;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use head::day_of;
 use index::Index;
-use persist::{WalEntry, chunk_key, wal_key, watermark_key};
+use persist::{chunk_key, wal_key, watermark_key};
 
 /// How the store behaves.
 #[derive(Debug, Clone)]
@@ -104,18 +103,8 @@ impl From<sled::Error> for StoreError {
 /// A batch ready to commit.
 #[derive(Debug)]
 pub struct CommitBatch {
-    /// Agent identity.
-    pub agent: String,
-    /// The agent's journal id.
-    pub journal_id: u64,
-    /// Records at or above this sequence number are new.
-    pub first_new_seq: u64,
-    /// The batch's last sequence number (the new watermark).
-    pub last_seq: u64,
-    /// Compression of `payload`.
-    pub compression: Compression,
-    /// The payload exactly as received (what the WAL keeps).
-    pub payload: Vec<u8>,
+    /// What the WAL keeps: the payload exactly as received, and whose it is.
+    pub wal: WalEntry,
     /// Decoded samples of the new records.
     pub samples: Vec<(Arc<Series>, i64, f64)>,
 }
@@ -673,24 +662,17 @@ impl Inner {
         let mut marks = HashMap::new();
         for WriterMessage::Commit(commit, _) in &group {
             *wal_seq += 1;
-            let entry = WalEntry {
-                agent: commit.agent.clone(),
-                journal_id: commit.journal_id,
-                first_new_seq: commit.first_new_seq,
-                last_seq: commit.last_seq,
-                compression: commit.compression,
-                payload: commit.payload.clone(),
-            };
+            let entry = &commit.wal;
             let encoded = entry.encode();
             self.wal_bytes
                 .fetch_add(encoded.len() as u64, Ordering::Relaxed);
             batch.insert(&wal_key(*wal_seq), encoded);
             let mark = Watermark {
-                journal_id: commit.journal_id,
-                upto: commit.last_seq,
+                journal_id: entry.journal_id,
+                upto: entry.last_seq,
             };
-            batch.insert(watermark_key(&commit.agent), &mark.encode());
-            marks.insert(commit.agent.clone(), mark);
+            batch.insert(watermark_key(&entry.agent), &mark.encode());
+            marks.insert(entry.agent.clone(), mark);
         }
         let durable = self
             .wal

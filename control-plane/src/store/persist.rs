@@ -16,7 +16,7 @@ const WAL_FORMAT_V1: u8 = 1;
 
 /// One committed batch, as written to the WAL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct WalEntry {
+pub struct WalEntry {
     /// Agent identity.
     pub agent: String,
     /// The agent's journal id.
@@ -85,7 +85,7 @@ impl Watermark {
 
 impl WalEntry {
     /// `format u8 | agent len u16 | agent | journal u64 | first_new u64 | last u64 | compression u8 | payload`.
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let agent = self.agent.as_bytes();
         let mut out = Vec::with_capacity(32 + agent.len() + self.payload.len());
         out.push(WAL_FORMAT_V1);
@@ -103,7 +103,7 @@ impl WalEntry {
     }
 
     /// Reads [`WalEntry::encode`]'s output.
-    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut reader = Reader(bytes);
         if reader.u8()? != WAL_FORMAT_V1 {
             return None;

@@ -47,12 +47,14 @@ async fn commit(store: &Store, agent: &str, seqs: std::ops::RangeInclusive<u64>)
         .decode_batch(&payload, Compression::Zstd, *seqs.start(), *seqs.end(), 0)
         .expect("decodes");
     let batch = CommitBatch {
-        agent: agent.to_owned(),
-        journal_id: 1,
-        first_new_seq: *seqs.start(),
-        last_seq: *seqs.end(),
-        compression: Compression::Zstd,
-        payload,
+        wal: WalEntry {
+            agent: agent.to_owned(),
+            journal_id: 1,
+            first_new_seq: *seqs.start(),
+            last_seq: *seqs.end(),
+            compression: Compression::Zstd,
+            payload,
+        },
         samples: decoded.samples,
     };
     store

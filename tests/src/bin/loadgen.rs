@@ -346,7 +346,7 @@ async fn agent(
     )?)
     .await?;
     let mut decoder = FrameDecoder::new(codec::DEFAULT_MAX_FRAME_BYTES);
-    let mut next_seq = match read(&mut recv, &mut decoder).await? {
+    let mut next_seq = match integration_tests::quic::read_message(&mut recv, &mut decoder).await? {
         ControlMessage::Welcome(welcome) => welcome.stored_upto.unwrap_or(0) + 1,
         other => anyhow::bail!("expected Welcome, got {other:?}"),
     };
@@ -363,7 +363,9 @@ async fn agent(
     let reader_pending = Arc::clone(&pending);
     let reader = async move {
         loop {
-            if let ControlMessage::Ack(ack) = read(&mut recv, &mut decoder).await? {
+            if let ControlMessage::Ack(ack) =
+                integration_tests::quic::read_message(&mut recv, &mut decoder).await?
+            {
                 {
                     let now = Instant::now();
                     let mut queue = reader_pending.lock().map_err(|_| anyhow::anyhow!("lock"))?;
@@ -439,20 +441,5 @@ async fn agent(
     tokio::select! {
         result = reader => result,
         result = writer => result,
-    }
-}
-
-async fn read(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
-) -> anyhow::Result<ControlMessage> {
-    loop {
-        if let Some(body) = decoder.next_frame()? {
-            return Ok(codec::decode_frame(&body)?);
-        }
-        match recv.read_chunk(256 << 10, true).await? {
-            Some(chunk) => decoder.push(&chunk.bytes),
-            None => anyhow::bail!("stream ended"),
-        }
     }
 }
