@@ -39,11 +39,21 @@ async fn rejected(cp: &ControlPlane, reason: &str, at_least: f64) {
             .filter(|v| *v >= at_least)
     })
     .await;
-    let logged =
-        cp.stderr.events().iter().any(|e| {
-            e["message"] == "Refused a connection at the handshake." && e["reason"] == reason
-        });
-    assert!(logged, "no log line with reason {reason}");
+    wait::until(
+        Duration::from_secs(10),
+        &format!("a log line with reason {reason}"),
+        || async {
+            cp.stderr
+                .events()
+                .iter()
+                .any(|e| {
+                    e["message"] == "Refused a connection at the handshake."
+                        && e["reason"] == reason
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 fn write_bundle(pki: &Pki, name: &str, validity: Validity, dir: &Path) {
