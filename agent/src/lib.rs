@@ -5,10 +5,14 @@
 //! deletes only what the control plane acknowledged as stored. `main.rs` is glue: config,
 //! tracing, signals.
 
+pub mod checks;
 pub mod collect;
 pub mod config;
 pub mod journal;
+pub mod push;
 pub mod run;
+pub mod scrape;
+pub mod sink;
 pub mod status;
 pub mod tls;
 pub mod uplink;

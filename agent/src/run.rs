@@ -3,19 +3,19 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aisemble_shared::{
-    codec,
-    wire::{MetricRecord, MonitoringState, Record},
-};
+use aisemble_shared::wire::{MetricRecord, MonitoringState, Record};
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, trace, warn};
 
 use crate::{
+    checks,
     collect::{self, Collector},
     config::Settings,
     journal::{Journal, SledJournal},
+    push, scrape,
+    sink::RecordSink,
     status::{Status, now_ms},
     tls,
     uplink::{Uplink, UplinkConfig},
@@ -53,10 +53,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         &settings.address,
     ));
     let (records_tx, records_rx) = watch::channel(journal.last_seq());
+    let sink = RecordSink::new(Arc::clone(&journal), records_tx);
     let (monitoring_tx, monitoring_rx) = watch::channel(MonitoringState::Running);
 
     let collect::Built {
-        collectors,
+        mut collectors,
         unavailable,
     } = collect::build(&settings.collectors);
     for (kind, error) in unavailable {
@@ -84,6 +85,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         Arc::clone(&status),
     );
 
+    // Checks, scrapes and the push endpoint pause with collection: they stop on `paused`.
+    let sources = spawn_sources(&settings, &sink, &mut collectors, &monitoring_rx, &shutdown);
+
     let stop_uplink = CancellationToken::new();
     let uplink_task = tokio::spawn(uplink.run(stop_uplink.clone()));
     let status_task = tokio::spawn(write_status(
@@ -94,14 +98,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     collect_loop(
         collectors,
         settings.interval,
-        Arc::clone(&journal),
-        records_tx,
+        sink,
         monitoring_rx,
         shutdown.clone(),
     )
     .await;
 
     info!("Shutting down.");
+    for source in sources {
+        if let Err(error) = source.await {
+            error!(%error, "A source task failed.");
+        }
+    }
     stop_uplink.cancel();
     if let Err(error) = uplink_task.await {
         error!(%error, "Uplink task failed.");
@@ -118,8 +126,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 async fn collect_loop(
     mut collectors: Vec<Box<dyn Collector>>,
     interval: Duration,
-    journal: Arc<dyn Journal>,
-    records: watch::Sender<u64>,
+    sink: RecordSink,
     monitoring: watch::Receiver<MonitoringState>,
     shutdown: CancellationToken,
 ) {
@@ -135,21 +142,16 @@ async fn collect_loop(
             continue;
         }
         let timestamp_ms = now_ms();
-        let journal = Arc::clone(&journal);
+        let sink = sink.clone();
         let tick = tokio::task::spawn_blocking(move || {
             let mut samples = Vec::with_capacity(128);
             let failures = collect::collect_all(&mut collectors, &mut samples);
+            let n_samples = samples.len();
             let record = Record::Metrics(MetricRecord {
                 timestamp_ms,
                 samples,
             });
-            let appended = codec::encode_record(&record)
-                .map_err(anyhow::Error::from)
-                .and_then(|bytes| journal.append(&bytes).map_err(anyhow::Error::from));
-            let n_samples = match &record {
-                Record::Metrics(m) => m.samples.len(),
-                _ => 0,
-            };
+            let appended = sink.append_blocking(&record);
             (collectors, failures, appended, n_samples)
         });
         let (returned, failures, appended, n_samples) = match tick.await {
@@ -170,17 +172,49 @@ async fn collect_loop(
                     seq = appended.seq,
                     timestamp_ms, n_samples, "Record journaled."
                 );
-                if appended.evicted > 0 {
-                    warn!(
-                        evicted = appended.evicted,
-                        "Journal full; oldest records evicted."
-                    );
-                }
-                records.send_replace(appended.seq);
             }
             Err(error) => error!(%error, "Could not journal this tick's samples."),
         }
     }
+}
+
+/// Starts health checks, scrapes and the push endpoint; the push aggregator joins `collectors`.
+/// They stop on `shutdown` or while monitoring is paused.
+fn spawn_sources(
+    settings: &Settings,
+    sink: &RecordSink,
+    collectors: &mut Vec<Box<dyn Collector>>,
+    monitoring: &watch::Receiver<MonitoringState>,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if !settings.checks.is_empty() {
+        tasks.push(checks::spawn_all(
+            settings.checks.clone(),
+            sink.clone(),
+            monitoring.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if !settings.scrapes.is_empty() {
+        tasks.push(scrape::spawn_all(
+            settings.scrapes.clone(),
+            sink.clone(),
+            monitoring.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(push_settings) = settings.push.clone() {
+        let aggregator = Arc::new(std::sync::Mutex::new(push::Aggregator::new(&push_settings)));
+        collectors.push(Box::new(push::PushCollector::new(Arc::clone(&aggregator))));
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = push::serve(push_settings, aggregator, shutdown).await {
+                error!(error = format!("{error:#}"), "Push endpoint stopped.");
+            }
+        }));
+    }
+    tasks
 }
 
 /// Mirrors the live status to `status.json` every second until shutdown.

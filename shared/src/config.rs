@@ -160,6 +160,132 @@ pub struct AgentConfigFile {
     /// The on-disk journal.
     #[serde(default)]
     pub buffer: BufferSection,
+    /// Health checks (`[[checks]]`). Default none.
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
+    /// Local Prometheus endpoints to scrape (`[[scrape]]`). Default none.
+    #[serde(default)]
+    pub scrape: Vec<ScrapeConfig>,
+    /// The local push endpoint for application events. Default: off.
+    #[serde(default)]
+    pub push: PushSection,
+}
+
+/// One `[[checks]]` entry. Which keys apply depends on `kind`; the agent refuses keys that do not
+/// apply to the kind and names the missing ones.
+#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Unique name; the `check` label. Required.
+    pub name: String,
+    /// `http`, `tcp`, `postgres`, `redis` or `exec`. Required.
+    pub kind: String,
+    /// How often to run. Default: `collect.interval`.
+    #[serde(default)]
+    pub interval: Option<HumanDuration>,
+    /// How long a run may take before it counts as failed. Default `"5s"`, at most the interval.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// Extra labels on the check's series (`service = "api"`). Default none.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `http`: the URL; `postgres`: a connection URL (`postgres://user@host:5432/db`); `redis`: a
+    /// `redis://host:port` URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `http`: method. Default `GET`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// `http`: the status that means up. Default: any 2xx.
+    #[serde(default)]
+    pub expected_status: Option<u16>,
+    /// `http`: a substring the body must contain. Default: not checked.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// `http`: extra CA certificate (PEM) to trust for https. Default: the system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `tcp`: `HOST:PORT` to connect to.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `exec`: program and arguments, run without a shell (`["pg_isready", "-h", "db"]`).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// `exec`: run `command` (one string) through `/bin/sh -c`. Default false.
+    #[serde(default)]
+    pub shell: bool,
+}
+
+/// One `[[scrape]]` entry: a local Prometheus text endpoint (an inference server's `/metrics`).
+#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// Unique name; the `target` label of the scrape's own series. Required.
+    pub name: String,
+    /// `http://127.0.0.1:8000/metrics`. Required.
+    pub url: String,
+    /// How often to scrape. Default: `collect.interval`.
+    #[serde(default)]
+    pub interval: Option<HumanDuration>,
+    /// Scrape timeout. Default `"5s"`, at most the interval.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// Built-in mapping: `vllm`, `tgi`, `triton` or `none`. Default `none`.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Metrics no mapping matches: `drop` or `prefix` (kept, renamed with `prefix`). Default `drop`.
+    #[serde(default)]
+    pub unmapped: Option<String>,
+    /// Prefix for passed-through metrics. Default `"aisemble_scraped_"`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Labels added to every scraped series (`model = "llama-3"` for servers that do not say).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Extra mappings, tried before the preset's.
+    #[serde(default)]
+    pub map: Vec<MappingConfig>,
+}
+
+/// One `[[scrape.map]]` rule: rename a scraped metric family and its labels.
+#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Source family name as exposed (for histograms, without `_bucket`/`_sum`/`_count`).
+    pub from: String,
+    /// Target family name.
+    pub to: String,
+    /// Source label → target label renames (`model_name = "model"`). Labels not listed are kept.
+    #[serde(default)]
+    pub rename_labels: BTreeMap<String, String>,
+    /// Source labels to drop (series that then coincide are summed).
+    #[serde(default)]
+    pub drop_labels: Vec<String>,
+    /// Labels to add (`outcome = "success"`).
+    #[serde(default)]
+    pub add_labels: BTreeMap<String, String>,
+    /// Multiply values by this (`0.000001` turns microseconds into seconds). Default 1.
+    #[serde(default)]
+    pub scale: Option<f64>,
+}
+
+/// `[push]`: where applications report inference and request events.
+#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PushSection {
+    /// Loopback HTTP address (`127.0.0.1:9465`) for `POST /v1/events`. Default: off.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Unix socket path for newline-delimited JSON events. Default: off.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Most distinct (model, provider) and service keys kept; events for new keys beyond it are
+    /// refused. Default 1000.
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+    /// Largest accepted HTTP body. Default `"4MiB"`.
+    #[serde(default)]
+    pub max_body: Option<ByteSize>,
 }
 
 /// `[agent]`.

@@ -83,6 +83,17 @@ metrics! {
     MODEL_INFERENCE_TOTAL = "aisemble_model_inference_total", Counter, "Model inferences by outcome (success or failure).";
     MODEL_INFERENCE_DURATION_SECONDS = "aisemble_model_inference_duration_seconds", Histogram, "Model inference latency.";
     ERRORS_TOTAL = "aisemble_errors_total", Counter, "Application and HTTP errors of a monitored service, by kind.";
+    MODEL_QUEUE_DURATION_SECONDS = "aisemble_model_queue_duration_seconds", Histogram, "Time inference requests waited in a queue.";
+    MODEL_TIME_TO_FIRST_TOKEN_SECONDS = "aisemble_model_time_to_first_token_seconds", Histogram, "Time to the first generated token.";
+    MODEL_TOKENS_TOTAL = "aisemble_model_tokens_total", Counter, "Tokens processed, by direction (in = prompt, out = generated).";
+    MODEL_COST_USD_TOTAL = "aisemble_model_cost_usd_total", Counter, "Estimated inference cost in US dollars.";
+    MODEL_REQUESTS_RUNNING = "aisemble_model_requests_running", Gauge, "Inference requests being processed.";
+    MODEL_QUEUE_DEPTH = "aisemble_model_queue_depth", Gauge, "Inference requests waiting in a queue.";
+    CIRCUIT_BREAKER_STATE = "aisemble_circuit_breaker_state", Gauge, "Circuit breaker state of an application: 0 closed, 1 open, 2 half-open.";
+    PUSH_EVENTS_TOTAL = "aisemble_agent_push_events_total", Counter, "Events pushed to the agent's local endpoint, by result (accepted or rejected).";
+    SCRAPE_UP = "aisemble_scrape_up", Gauge, "1 when the last scrape of a local endpoint succeeded, else 0.";
+    SCRAPE_DURATION_SECONDS = "aisemble_scrape_duration_seconds", Gauge, "Duration of the last scrape of a local endpoint.";
+    SCRAPE_SAMPLES = "aisemble_scrape_samples", Gauge, "Samples kept from the last scrape of a local endpoint, after mapping.";
     CHECK_UP = "aisemble_check_up", Gauge, "1 when the health check's last run succeeded, else 0.";
     CHECK_DURATION_SECONDS = "aisemble_check_duration_seconds", Gauge, "Duration of the health check's last run.";
     CHECK_CONSECUTIVE_FAILURES = "aisemble_check_consecutive_failures", Gauge, "Failed runs of the health check since its last success.";

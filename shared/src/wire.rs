@@ -250,6 +250,44 @@ pub struct CommandResult {
 pub enum Record {
     /// Samples taken at one instant.
     Metrics(MetricRecord),
+    /// Things that happened (a health check changed state), at one instant.
+    Events(EventRecord),
+}
+
+/// Events observed at one instant.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// What happened.
+    pub events: Vec<Event>,
+}
+
+/// Something that happened on a host.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A health check went from up to down or back (or reported its first result).
+    CheckStateChanged(CheckStateChange),
+}
+
+/// A health check's change of state.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CheckStateChange {
+    /// The check's configured name.
+    pub check: String,
+    /// `http`, `tcp`, `postgres`, `redis` or `exec`.
+    pub kind: String,
+    /// The state before, `None` for a check's first result.
+    pub was_up: Option<bool>,
+    /// The state now.
+    pub up: bool,
+    /// Failed runs in a row, this one included (0 when up).
+    pub consecutive_failures: u64,
+    /// Why the run failed, when it did.
+    pub error: Option<String>,
+    /// The check's configured labels.
+    pub labels: Vec<Label>,
 }
 
 /// Samples taken at one instant.
@@ -316,6 +354,8 @@ impl Sample {
 pub enum RecordRef<'a> {
     /// Samples taken at one instant.
     Metrics(#[serde(borrow)] MetricRecordRef<'a>),
+    /// Events: rare, so decoded into owned values.
+    Events(EventRecord),
 }
 
 /// A borrowed [`MetricRecord`].
