@@ -184,25 +184,35 @@ impl Settings {
 
         let mut checks = Vec::with_capacity(file.checks.len());
         for check in &file.checks {
-            if checks.iter().any(|c: &crate::checks::CheckSpec| c.name == check.name) {
+            if checks
+                .iter()
+                .any(|c: &crate::checks::CheckSpec| c.name == check.name)
+            {
                 return Err(error(
                     &format!("checks.{}", check.name),
                     "is defined twice".into(),
                     "give each [[checks]] entry its own name",
                 ));
             }
-            checks.push(crate::checks::CheckSpec::from_config(path, check, interval)?);
+            checks.push(crate::checks::CheckSpec::from_config(
+                path, check, interval,
+            )?);
         }
         let mut scrapes = Vec::with_capacity(file.scrape.len());
         for scrape in &file.scrape {
-            if scrapes.iter().any(|s: &crate::scrape::ScrapeSpec| s.name == scrape.name) {
+            if scrapes
+                .iter()
+                .any(|s: &crate::scrape::ScrapeSpec| s.name == scrape.name)
+            {
                 return Err(error(
                     &format!("scrape.{}", scrape.name),
                     "is defined twice".into(),
                     "give each [[scrape]] entry its own name",
                 ));
             }
-            scrapes.push(crate::scrape::ScrapeSpec::from_config(path, scrape, interval)?);
+            scrapes.push(crate::scrape::ScrapeSpec::from_config(
+                path, scrape, interval,
+            )?);
         }
         let push = crate::push::PushSettings::from_config(path, &file.push)?;
 

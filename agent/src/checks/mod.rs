@@ -5,11 +5,11 @@
 
 use std::{path::Path, time::Duration};
 
+use aisemble_shared::wire::MonitoringState;
 use aisemble_shared::{
     config::{CheckConfig, ConfigError},
     wire::Label,
 };
-use aisemble_shared::wire::MonitoringState;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,12 @@ impl CheckSpec {
         default_interval: Duration,
     ) -> Result<Self, ConfigError> {
         let _ = (path, config, default_interval);
-        Err(ConfigError::new(path, Some("checks"), "not implemented", ""))
+        Err(ConfigError::new(
+            path,
+            Some("checks"),
+            "not implemented",
+            "",
+        ))
     }
 }
 

@@ -30,7 +30,12 @@ impl ScrapeSpec {
         default_interval: Duration,
     ) -> Result<Self, ConfigError> {
         let _ = (config, default_interval);
-        Err(ConfigError::new(path, Some("scrape"), "not implemented", ""))
+        Err(ConfigError::new(
+            path,
+            Some("scrape"),
+            "not implemented",
+            "",
+        ))
     }
 }
 

@@ -2,9 +2,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::wire::{
-    Ack, Action, AgentMessage, Batch, BufferStats, Command, CommandResult, ControlMessage, Hello,
-    Label, MetricRecord, MonitoringState, RecordRef, Refuse, RefuseCode, Sample, SampleRef,
-    Welcome,
+    Ack, Action, AgentMessage, Batch, BufferStats, CheckStateChange, Command, CommandResult,
+    ControlMessage, Event, EventRecord, Hello, Label, MetricRecord, MonitoringState, RecordRef,
+    Refuse, RefuseCode, Sample, SampleRef, Welcome,
 };
 
 fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(message: &T) {
@@ -43,13 +43,45 @@ fn sample() -> impl Strategy<Value = Sample> {
         })
 }
 
-fn record() -> impl Strategy<Value = Record> {
-    (any::<i64>(), prop::collection::vec(sample(), 0..20)).prop_map(|(timestamp_ms, samples)| {
-        Record::Metrics(MetricRecord {
-            timestamp_ms,
-            samples,
+fn event() -> impl Strategy<Value = Event> {
+    (
+        ".{0,20}",
+        prop::option::of(any::<bool>()),
+        any::<bool>(),
+        any::<u64>(),
+        prop::option::of(".{0,40}"),
+        prop::collection::vec(label(), 0..3),
+    )
+        .prop_map(|(check, was_up, up, consecutive_failures, error, labels)| {
+            Event::CheckStateChanged(CheckStateChange {
+                check,
+                kind: "http".into(),
+                was_up,
+                up,
+                consecutive_failures,
+                error,
+                labels,
+            })
         })
-    })
+}
+
+fn record() -> impl Strategy<Value = Record> {
+    prop_oneof![
+        4 => (any::<i64>(), prop::collection::vec(sample(), 0..20)).prop_map(
+            |(timestamp_ms, samples)| {
+                Record::Metrics(MetricRecord {
+                    timestamp_ms,
+                    samples,
+                })
+            }
+        ),
+        1 => (any::<i64>(), prop::collection::vec(event(), 0..4)).prop_map(
+            |(timestamp_ms, events)| Record::Events(EventRecord {
+                timestamp_ms,
+                events
+            })
+        ),
+    ]
 }
 
 fn agent_message() -> impl Strategy<Value = AgentMessage> {
@@ -171,10 +203,15 @@ proptest! {
         for ((entry, owned), record) in borrowed.iter().zip(&entries).zip(&records) {
             prop_assert_eq!(entry.seq, owned.seq);
             prop_assert_eq!(entry.record, &owned.record[..]);
-            let (RecordRef::Metrics(view), Record::Metrics(full)) = (decode_record_borrowed(entry.record).expect("record"), record);
-            prop_assert_eq!(view.timestamp_ms, full.timestamp_ms);
-            let expected: Vec<SampleRef<'_>> = full.samples.iter().map(SampleRef::from).collect();
-            prop_assert_eq!(view.samples, expected);
+            match (decode_record_borrowed(entry.record).expect("record"), record) {
+                (RecordRef::Metrics(view), Record::Metrics(full)) => {
+                    prop_assert_eq!(view.timestamp_ms, full.timestamp_ms);
+                    let expected: Vec<SampleRef<'_>> = full.samples.iter().map(SampleRef::from).collect();
+                    prop_assert_eq!(view.samples, expected);
+                }
+                (RecordRef::Events(view), Record::Events(full)) => prop_assert_eq!(&view, full),
+                (view, full) => prop_assert!(false, "{view:?} decoded from {full:?}"),
+            }
         }
     }
 
