@@ -8,6 +8,7 @@
 pub mod checks;
 pub mod collect;
 pub mod config;
+pub mod http_client;
 pub mod journal;
 pub mod push;
 pub mod run;

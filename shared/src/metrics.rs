@@ -97,6 +97,10 @@ metrics! {
     CHECK_UP = "aisemble_check_up", Gauge, "1 when the health check's last run succeeded, else 0.";
     CHECK_DURATION_SECONDS = "aisemble_check_duration_seconds", Gauge, "Duration of the health check's last run.";
     CHECK_CONSECUTIVE_FAILURES = "aisemble_check_consecutive_failures", Gauge, "Failed runs of the health check since its last success.";
+    CHECK_HTTP_STATUS_CODE = "aisemble_check_http_status_code", Gauge, "HTTP status code of the HTTP check's last response.";
+    CHECK_REDIS_USED_MEMORY_BYTES = "aisemble_check_redis_used_memory_bytes", Gauge, "Redis used_memory from INFO memory.";
+    CHECK_REDIS_MAXMEMORY_BYTES = "aisemble_check_redis_maxmemory_bytes", Gauge, "Redis maxmemory from INFO memory (0 = no limit).";
+    CHECK_REDIS_CONNECTED_CLIENTS = "aisemble_check_redis_connected_clients", Gauge, "Redis connected_clients from INFO.";
 }
 
 /// Metadata of a fleet family, if the name (or its histogram series name) is known.

@@ -1,0 +1,81 @@
+//! HTTP clients for health checks and scrapes: reqwest over rustls with the ring provider (the
+//! only crypto provider in the build), trusting the system roots plus an optional extra CA.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use rustls::{ClientConfig, RootCertStore};
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    /// The extra CA file is unusable.
+    #[error("CA file {path}: {message}")]
+    Ca {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// rustls or reqwest refused the configuration.
+    #[error("building the HTTP client: {0}")]
+    Build(String),
+}
+
+/// A client that trusts the system's roots and, when given, the CA certificates in `extra_ca`
+/// (PEM). Requests time out after `timeout`; redirects are not followed (a check tests the URL it
+/// names); no proxy from the environment is used (targets are local).
+///
+/// # Errors
+/// When the CA file cannot be read or parsed, or the TLS configuration is refused.
+pub fn client(
+    extra_ca: Option<&Path>,
+    timeout: Duration,
+) -> Result<reqwest::Client, HttpClientError> {
+    let mut roots = RootCertStore::empty();
+    // Unreadable system roots leave an empty store: plain-http and extra-CA targets still work.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra_ca {
+        let ca_error = |message: String| HttpClientError::Ca {
+            path: path.display().to_string(),
+            message,
+        };
+        let certs = aisemble_certs::tls::load_certs(path).map_err(|e| ca_error(e.to_string()))?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+        }
+    }
+    let tls =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| HttpClientError::Build(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .build()
+        .map_err(|e| HttpClientError::Build(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_with_and_without_an_extra_ca() {
+        assert!(client(None, Duration::from_secs(1)).is_ok());
+        let missing = client(
+            Some(Path::new("/nonexistent/ca.pem")),
+            Duration::from_secs(1),
+        );
+        assert!(
+            matches!(missing, Err(HttpClientError::Ca { .. })),
+            "{missing:?}"
+        );
+    }
+}
