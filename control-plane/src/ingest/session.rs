@@ -377,6 +377,7 @@ impl Session {
                 payload,
             },
             samples: decoded.samples,
+            events: decoded.events,
         };
         let pending =
             self.context.store.submit(commit).await.map_err(|error| {

@@ -25,6 +25,7 @@
 //! Dedup: the WAL holds each agent's watermark (journal id, highest stored sequence number),
 //! updated atomically with the batch; sessions skip records at or below it.
 
+mod events;
 mod head;
 mod index;
 mod labels;
@@ -33,6 +34,8 @@ mod resolve;
 
 pub mod chunk;
 
+use events::EventLog;
+pub use events::{RecordEvents, StoredEvent};
 pub use head::{AppendOutcome, Series};
 pub use index::SeriesId;
 pub use labels::{LabelPair, Labels};
@@ -107,6 +110,8 @@ pub struct CommitBatch {
     pub wal: WalEntry,
     /// Decoded samples of the new records.
     pub samples: Vec<(Arc<Series>, i64, f64)>,
+    /// Events of the new records.
+    pub events: Vec<RecordEvents>,
 }
 
 /// What a commit stored.
@@ -205,6 +210,7 @@ struct Inner {
     wal: sled::Tree,
     meta: sled::Tree,
     series_tree: sled::Tree,
+    events: EventLog,
     days: RwLock<BTreeMap<i64, sled::Tree>>,
     index: Arc<RwLock<Index>>,
     watermarks: Mutex<HashMap<String, Watermark>>,
@@ -283,6 +289,7 @@ impl Store {
         let wal = wal_db.open_tree("wal")?;
         let meta = db.open_tree("meta")?;
         let series_tree = db.open_tree("series")?;
+        let events = EventLog::new(db.open_tree("events")?);
 
         let mut index = Index::default();
         for entry in series_tree.iter() {
@@ -334,6 +341,7 @@ impl Store {
             wal,
             meta,
             series_tree,
+            events,
             days: RwLock::new(days),
             index: Arc::new(RwLock::new(index)),
             watermarks: Mutex::new(watermarks),
@@ -541,6 +549,12 @@ impl Store {
         Ok(self.inner.db.open_tree(name)?)
     }
 
+    /// The newest `limit` events (health-check state changes), newest first, of one agent or of
+    /// all. Blocking (reads sled).
+    pub fn events(&self, agent: Option<&str>, limit: usize) -> Vec<StoredEvent> {
+        self.inner.events.recent(agent, limit)
+    }
+
     /// Runs a checkpoint now and waits for it (tests, shutdown). Blocking.
     ///
     /// # Errors
@@ -613,6 +627,9 @@ impl Inner {
             ) {
                 Ok(batch) => {
                     self.apply(&batch.samples);
+                    if let Err(error) = self.events.insert(&entry.agent, &batch.events) {
+                        error!(wal_seq = seq, %error, "Could not store replayed events.");
+                    }
                     replayed += 1;
                 }
                 Err(error) => {
@@ -692,6 +709,10 @@ impl Inner {
         lock(&self.watermarks).extend(marks);
         for WriterMessage::Commit(commit, done) in group {
             let outcome = self.apply(&commit.samples);
+            // The WAL already holds these events; a failure here is repaired by replay.
+            if let Err(error) = self.events.insert(&commit.wal.agent, &commit.events) {
+                error!(agent = %commit.wal.agent, %error, "Could not store events.");
+            }
             self.counters
                 .batches_committed
                 .fetch_add(1, Ordering::Relaxed);
@@ -856,6 +877,10 @@ impl Inner {
         }
         if !expired.is_empty() {
             info!(days = expired.len(), "Retention removed expired days.");
+        }
+        let expired_events = self.events.expire(now_ms.saturating_sub(retention_ms))?;
+        if expired_events > 0 {
+            info!(events = expired_events, "Retention removed expired events.");
         }
         Ok(expired.len())
     }

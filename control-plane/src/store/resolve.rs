@@ -18,7 +18,7 @@ use aisemble_shared::{
 };
 use hashbrown::{Equivalent, HashMap};
 
-use super::{head::Series, index::Index};
+use super::{events::RecordEvents, head::Series, index::Index};
 
 /// Longest accepted metric name, label name or label value, and most labels per sample: bounds
 /// what one hostile agent can make the index hold.
@@ -37,6 +37,8 @@ pub struct DecodedBatch {
     pub invalid_samples: u64,
     /// Records at or above `first_new_seq` that were decoded.
     pub records: u64,
+    /// Events of those records.
+    pub events: Vec<RecordEvents>,
 }
 
 /// Why a payload is unusable.
@@ -193,19 +195,26 @@ impl SeriesResolver {
         let mut out = DecodedBatch::default();
         for entry in entries.iter().filter(|e| e.seq >= first_new_seq) {
             out.records += 1;
-            // Record kinds a newer agent sends that this control plane does not store yet are
-            // skipped.
-            if let RecordRef::Metrics(metrics) = codec::decode_record_borrowed(entry.record)? {
-                out.samples.reserve(metrics.samples.len());
-                for sample in &metrics.samples {
-                    match self.resolve(sample) {
-                        Some(series) => {
-                            out.samples
-                                .push((series, metrics.timestamp_ms, sample.value))
+            match codec::decode_record_borrowed(entry.record)? {
+                RecordRef::Metrics(metrics) => {
+                    out.samples.reserve(metrics.samples.len());
+                    for sample in &metrics.samples {
+                        match self.resolve(sample) {
+                            Some(series) => {
+                                out.samples
+                                    .push((series, metrics.timestamp_ms, sample.value))
+                            }
+                            None => out.invalid_samples += 1,
                         }
-                        None => out.invalid_samples += 1,
                     }
                 }
+                RecordRef::Events(events) => out.events.push(RecordEvents {
+                    seq: entry.seq,
+                    timestamp_ms: events.timestamp_ms,
+                    events: events.events,
+                }),
+                // Kinds a newer agent sends that this control plane does not store yet.
+                _ => {}
             }
         }
         Ok(out)

@@ -56,6 +56,7 @@ async fn commit(store: &Store, agent: &str, seqs: std::ops::RangeInclusive<u64>)
             payload,
         },
         samples: decoded.samples,
+        events: decoded.events,
     };
     store
         .submit(batch)
@@ -243,5 +244,77 @@ async fn checkpoint_rounds_write_slices_and_truncate_only_when_complete() {
     let store = reopen(dir.path()).await;
     assert_eq!(cpu_of(&store, "a"), expected(1..=60));
     assert_eq!(cpu_of(&store, "b"), expected(1..=50));
+    close(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_stored_once_and_survive_a_crash() {
+    use aisemble_shared::wire::{CheckStateChange, Event, EventRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let down = Event::CheckStateChanged(CheckStateChange {
+        check: "db".into(),
+        kind: "postgres".into(),
+        was_up: Some(true),
+        up: false,
+        consecutive_failures: 1,
+        error: Some("connection refused".into()),
+        labels: vec![],
+    });
+    let entries = vec![
+        JournalEntry {
+            seq: 1,
+            record: codec::encode_record(&Record::Metrics(MetricRecord {
+                timestamp_ms: T0,
+                samples: vec![Sample::new("cpu", 1.0)],
+            }))
+            .expect("encodes"),
+        },
+        JournalEntry {
+            seq: 2,
+            record: codec::encode_record(&Record::Events(EventRecord {
+                timestamp_ms: T0 + 1,
+                events: vec![down.clone()],
+            }))
+            .expect("encodes"),
+        },
+    ];
+    let payload = codec::encode_entries(&entries, Compression::Zstd).expect("encodes");
+    {
+        let store = Store::open(dir.path(), options()).expect("opens");
+        let decoded = store
+            .resolver("a")
+            .decode_batch(&payload, Compression::Zstd, 1, 2, 0)
+            .expect("decodes");
+        assert_eq!(decoded.events.len(), 1);
+        let batch = CommitBatch {
+            wal: WalEntry {
+                agent: "a".into(),
+                journal_id: 1,
+                first_new_seq: 1,
+                last_seq: 2,
+                compression: Compression::Zstd,
+                payload: payload.clone(),
+            },
+            samples: decoded.samples,
+            events: decoded.events,
+        };
+        store
+            .submit(batch)
+            .await
+            .expect("queued")
+            .wait()
+            .await
+            .expect("committed");
+        let events = store.events(Some("a"), 10);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event, down);
+        assert_eq!(events[0].timestamp_ms, T0 + 1);
+        // Dropped without shutdown: the events are re-applied from the WAL, not duplicated.
+        drop(store);
+    }
+    let store = reopen(dir.path()).await;
+    let events = store.events(None, 10);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].agent, "a");
     close(store).await;
 }
