@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ops/status", get(ops::status))
         .route("/ops/agents", get(ops::agents))
         .route("/ops/agents/{id}", get(ops::agent))
+        .route("/ops/health/comprehensive", get(ops::health_comprehensive))
         .route("/ops/metrics/query", get(ops::metrics_query))
         .route(
             "/api/v1/query",

@@ -1,5 +1,6 @@
-//! `/health` and the `/ops` endpoints of this version: fleet status, agent inventory, the PromQL
-//! query endpoint, monitoring start/stop, and revocation.
+//! `/health` and the `/ops` endpoints of this version: fleet status, agent inventory with health
+//! checks and service/model views, comprehensive health, the PromQL query endpoint, monitoring
+//! start/stop, and revocation.
 
 use axum::{
     Json,
@@ -16,9 +17,11 @@ use crate::{
     ingest,
     query::{self, LOOKBACK},
     registry::{AgentView, MonitoringRecord},
-    store::now_ms,
+    store::{Store, StoredEvent, now_ms},
+    views,
 };
 use aisemble_shared::metrics as names;
+use aisemble_shared::wire::Event;
 
 /// `GET /health`.
 pub(super) async fn health() -> Json<Json_> {
@@ -79,6 +82,115 @@ fn agent_json(state: &AppState, agent: &AgentView) -> Json_ {
     })
 }
 
+/// A health check's latest result on one host.
+#[derive(Debug, Clone, serde::Serialize)]
+struct CheckView {
+    host: String,
+    check: String,
+    kind: String,
+    up: bool,
+    duration_seconds: Option<f64>,
+    consecutive_failures: Option<f64>,
+    last_run_ms: i64,
+    /// The failing run's error, from the latest state-change event, when down.
+    error: Option<String>,
+    /// When the check entered its current state, when known.
+    since_ms: Option<i64>,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Latest results of every check (on `host`, or fleet-wide), with the error of those down.
+fn checks(store: &Store, host: Option<&str>, events: &[StoredEvent]) -> Vec<CheckView> {
+    let matching = |metric: &str| {
+        let mut matchers = vec![Matcher::new(MatchOp::Equal, "__name__", metric)];
+        if let Some(host) = host {
+            matchers.push(Matcher::new(MatchOp::Equal, "host", host));
+        }
+        store.latest_matching(&matchers, since())
+    };
+    let key = |labels: &crate::store::Labels| {
+        (
+            labels.get("host").unwrap_or("").to_owned(),
+            labels.get("check").unwrap_or("").to_owned(),
+        )
+    };
+    let durations: std::collections::HashMap<_, f64> = matching(names::CHECK_DURATION_SECONDS)
+        .into_iter()
+        .map(|(l, _, v)| (key(&l), v))
+        .collect();
+    let failures: std::collections::HashMap<_, f64> = matching(names::CHECK_CONSECUTIVE_FAILURES)
+        .into_iter()
+        .map(|(l, _, v)| (key(&l), v))
+        .collect();
+    let mut out: Vec<CheckView> = matching(names::CHECK_UP)
+        .into_iter()
+        .map(|(labels, t, v)| {
+            let k = key(&labels);
+            let up = v >= 1.0;
+            // Events are newest first: the first one for this check is its current state.
+            let change = events.iter().find_map(|e| match &e.event {
+                Event::CheckStateChanged(c) if e.agent == k.0 && c.check == k.1 => {
+                    Some((e.timestamp_ms, c))
+                }
+                _ => None,
+            });
+            let extra = labels
+                .iter()
+                .filter(|p| !matches!(&*p.name, "__name__" | "host" | "check" | "kind"))
+                .map(|p| (p.name.to_string(), p.value.to_string()))
+                .collect();
+            CheckView {
+                kind: labels.get("kind").unwrap_or("").to_owned(),
+                up,
+                duration_seconds: durations.get(&k).copied(),
+                consecutive_failures: failures.get(&k).copied(),
+                last_run_ms: t,
+                error: change
+                    .filter(|(_, c)| !up && !c.up)
+                    .and_then(|(_, c)| c.error.clone()),
+                since_ms: change.filter(|(_, c)| c.up == up).map(|(t, _)| t),
+                labels: extra,
+                host: k.0,
+                check: k.1,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (a.up, &a.host, &a.check).cmp(&(b.up, &b.host, &b.check)));
+    out
+}
+
+/// `?window=5m` of the views endpoints.
+#[derive(Deserialize, Debug, Default)]
+pub(super) struct WindowParams {
+    window: Option<String>,
+}
+
+fn window_ms(params: &WindowParams) -> Result<i64, ApiError> {
+    params
+        .window
+        .as_deref()
+        .map_or(Ok(views::DEFAULT_WINDOW_MS), |w| {
+            prom::parse_duration(w)
+                .map_err(|e| ApiError::bad_request(format!("window: {e}")))
+                .and_then(|ms| {
+                    if ms > 0 {
+                        Ok(ms)
+                    } else {
+                        Err(ApiError::bad_request("window: must be positive"))
+                    }
+                })
+        })
+}
+
+/// Checks, recent events and service/model views of one host or the fleet. Blocking.
+fn host_details(store: &Store, host: Option<&str>, window: i64) -> Result<Json_, ApiError> {
+    let events = store.events(host, 200);
+    let checks = checks(store, host, &events);
+    let views = views::compute(store, host, now_ms(), window).map_err(ApiError::internal)?;
+    let events: Vec<&StoredEvent> = events.iter().take(50).collect();
+    Ok(json!({"checks": checks, "events": events, "views": views}))
+}
+
 /// `GET /ops/agents`.
 pub(super) async fn agents(State(state): State<AppState>) -> Json<Json_> {
     let agents: Vec<Json_> = state
@@ -90,16 +202,100 @@ pub(super) async fn agents(State(state): State<AppState>) -> Json<Json_> {
     Json(json!({"agents": agents}))
 }
 
-/// `GET /ops/agents/{id}`.
+/// `GET /ops/agents/{id}[?window=5m]`: inventory plus health checks, their recent state changes,
+/// and the host's service and model views.
 pub(super) async fn agent(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(params): Query<WindowParams>,
 ) -> Result<Json<Json_>, ApiError> {
+    let window = window_ms(&params)?;
     let agent = state
         .registry
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("no agent named {id:?}")))?;
-    Ok(Json(agent_json(&state, &agent)))
+    let mut body = agent_json(&state, &agent);
+    let store = state.store.clone();
+    let details = tokio::task::spawn_blocking(move || host_details(&store, Some(&id), window))
+        .await
+        .map_err(ApiError::internal)??;
+    if let (Some(body), Json_::Object(details)) = (body.as_object_mut(), details) {
+        body.extend(details);
+    }
+    Ok(Json(body))
+}
+
+/// `GET /ops/health/comprehensive`: every component and every agent, with a reason for anything
+/// not healthy.
+pub(super) async fn health_comprehensive(State(state): State<AppState>) -> Json<Json_> {
+    let store = state.store.clone();
+    let (events, checks) = tokio::task::spawn_blocking(move || {
+        let events = store.events(None, 1000);
+        let checks = checks(&store, None, &events);
+        (events, checks)
+    })
+    .await
+    .unwrap_or_default();
+    drop(events);
+    let commit_errors = state
+        .store
+        .counters()
+        .commit_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let components = json!({
+        "store": if commit_errors == 0 {
+            json!({"status": "healthy", "series": state.store.series_count()})
+        } else {
+            json!({"status": "degraded", "reason": format!("{commit_errors} WAL commits failed since start")})
+        },
+        "ingest": {"status": "healthy", "connected_agents": state.registry.connected_count()},
+        "api": {"status": "healthy"},
+    });
+    let mut worst = if commit_errors == 0 { 0 } else { 1 };
+    let agents: Vec<Json_> = state
+        .registry
+        .list()
+        .iter()
+        .map(|agent| {
+            let name = &agent.record.name;
+            let mut reasons = Vec::new();
+            if !agent.connected {
+                reasons.push(format!(
+                    "disconnected; last seen at {} ms",
+                    agent.record.last_seen_ms
+                ));
+            }
+            if agent.record.monitoring == MonitoringRecord::Paused {
+                reasons.push("monitoring paused".to_owned());
+            }
+            let mine: Vec<&CheckView> = checks.iter().filter(|c| &c.host == name).collect();
+            for check in mine.iter().filter(|c| !c.up) {
+                reasons.push(format!(
+                    "check {} ({}) down: {}",
+                    check.check,
+                    check.kind,
+                    check.error.as_deref().unwrap_or("failing")
+                ));
+            }
+            let status = if !agent.connected || mine.iter().any(|c| !c.up) {
+                worst = 2;
+                "unhealthy"
+            } else if reasons.is_empty() {
+                "healthy"
+            } else {
+                worst = worst.max(1);
+                "degraded"
+            };
+            json!({
+                "id": name,
+                "status": status,
+                "reasons": reasons,
+                "checks": mine,
+            })
+        })
+        .collect();
+    let status = ["healthy", "degraded", "unhealthy"][worst];
+    Json(json!({"status": status, "components": components, "agents": agents}))
 }
 
 fn summary(values: &[f64]) -> Json_ {
@@ -111,8 +307,16 @@ fn summary(values: &[f64]) -> Json_ {
     json!({"avg": avg, "max": max, "hosts": values.len()})
 }
 
-/// `GET /ops/status`.
-pub(super) async fn status(State(state): State<AppState>) -> Json<Json_> {
+/// `GET /ops/status[?window=5m]`.
+pub(super) async fn status(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Json<Json_>, ApiError> {
+    let window = window_ms(&params)?;
+    let store = state.store.clone();
+    let details = tokio::task::spawn_blocking(move || host_details(&store, None, window))
+        .await
+        .map_err(ApiError::internal)??;
     let agents = state.registry.list();
     let connected = agents.iter().filter(|a| a.connected).count();
     let latest = |metric: &str| -> Vec<f64> {
@@ -129,9 +333,18 @@ pub(super) async fn status(State(state): State<AppState>) -> Json<Json_> {
     } else {
         "degraded"
     };
-    Json(json!({
+    let checks = details["checks"].as_array().cloned().unwrap_or_default();
+    let down: Vec<&Json_> = checks.iter().filter(|c| c["up"] == json!(false)).collect();
+    let status = if down.is_empty() { status } else { "degraded" };
+    Ok(Json(json!({
         "status": status,
         "version": aisemble_shared::VERSION,
+        "checks": {"total": checks.len(), "up": checks.len() - down.len(), "down": down},
+        "services": details["views"]["services"],
+        "models": details["views"]["models"],
+        "usage_this_month": details["views"]["usage_this_month"],
+        "cost_this_month_usd": details["views"]["cost_this_month_usd"],
+        "window_seconds": details["views"]["window_seconds"],
         "uptime_seconds": state.started.elapsed().as_secs(),
         "agents": {"total": agents.len(), "connected": connected, "disconnected": agents.len() - connected},
         "resources": {
@@ -147,7 +360,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Json<Json_> {
             "series": state.store.series_count(),
             "disk_bytes": state.store.size_on_disk(),
         },
-    }))
+    })))
 }
 
 /// Parameters of `GET /ops/metrics/query`: `query` plus `time`, or `start`, `end` and `step`.
