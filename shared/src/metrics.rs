@@ -87,6 +87,8 @@ metrics! {
     MODEL_TIME_TO_FIRST_TOKEN_SECONDS = "aisemble_model_time_to_first_token_seconds", Histogram, "Time to the first generated token.";
     MODEL_TOKENS_TOTAL = "aisemble_model_tokens_total", Counter, "Tokens processed, by direction (in = prompt, out = generated).";
     MODEL_COST_USD_TOTAL = "aisemble_model_cost_usd_total", Counter, "Estimated inference cost in US dollars.";
+    MODEL_REQUEST_INPUT_TOKENS = "aisemble_model_request_input_tokens", Histogram, "Prompt tokens per inference request.";
+    MODEL_REQUEST_OUTPUT_TOKENS = "aisemble_model_request_output_tokens", Histogram, "Generated tokens per inference request.";
     MODEL_REQUESTS_RUNNING = "aisemble_model_requests_running", Gauge, "Inference requests being processed.";
     MODEL_QUEUE_DEPTH = "aisemble_model_queue_depth", Gauge, "Inference requests waiting in a queue.";
     CIRCUIT_BREAKER_STATE = "aisemble_circuit_breaker_state", Gauge, "Circuit breaker state of an application: 0 closed, 1 open, 2 half-open.";
