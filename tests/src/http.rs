@@ -4,6 +4,16 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+/// A plain-HTTP client. reqwest is built without a default crypto provider (the workspace uses
+/// ring only, configured explicitly), so `reqwest::Client::new()` would panic: use this.
+///
+/// # Panics
+/// When the client cannot be built (no usable TLS configuration).
+pub fn client() -> reqwest::Client {
+    aisemble_agent::http_client::client(None, std::time::Duration::from_secs(60))
+        .expect("building an HTTP client")
+}
+
 /// A client for one control plane.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -18,7 +28,7 @@ impl Api {
         Self {
             base: format!("http://{addr}"),
             token: token.to_owned(),
-            client: reqwest::Client::new(),
+            client: client(),
         }
     }
 

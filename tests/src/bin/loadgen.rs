@@ -259,7 +259,7 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
 
-    let client = reqwest::Client::new();
+    let client = integration_tests::http::client();
     let stored = |text: String| aisemble_integration_metric(&text, "aisemble_ingest_samples_total");
     let metrics_url = format!("http://{}/metrics", options.http);
     let stored_before = stored(client.get(&metrics_url).send().await?.text().await?);

@@ -1,10 +1,12 @@
-//! End-to-end acceptance tests (issue: telemetry pipeline). Every test starts real processes and
-//! talks real HTTP and mutual-TLS QUIC on loopback.
+//! End-to-end acceptance tests (telemetry pipeline; health checks and inference metrics). Every
+//! test starts real processes and talks real HTTP and mutual-TLS QUIC on loopback.
 
+mod checks;
 mod config_errors;
 mod examples;
 mod fleet;
 mod hostile;
+mod inference;
 mod journal_cap;
 mod outage;
 mod quickstart;

@@ -59,7 +59,7 @@ async fn quickstart_streams_a_local_agent_within_30_seconds() {
     let (status, health) = api.get("/health").await.expect("health");
     assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
     // Every response carries a request id; a client's own id is kept.
-    let client = reqwest::Client::new();
+    let client = crate::http::client();
     let response = client
         .get(format!("http://{}/health", cp.http))
         .send()
