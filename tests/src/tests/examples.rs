@@ -36,3 +36,44 @@ fn example_configs_parse_and_show_the_defaults() {
         "{stdout}"
     );
 }
+
+/// The commented-out `[[checks]]`, `[[scrape]]` and `[push]` examples of `agent.example.toml`,
+/// uncommented, are valid configurations.
+#[test]
+fn commented_agent_examples_are_valid() {
+    let path = repo("agent/agent.example.toml");
+    let text = std::fs::read_to_string(&path).expect("agent example");
+    let start = text
+        .find("# [[checks]]")
+        .expect("the example documents checks");
+    let uncommented: String = text[start..]
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        // Keys shown as alternatives stay commented (`# # shell = true`).
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let file: AgentConfigFile = parse_toml(
+        &path,
+        &format!("[control_plane]\naddress = \"cp:7443\"\n{uncommented}"),
+        "example",
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert_eq!(file.checks.len(), 5, "one example per check kind");
+    let interval = std::time::Duration::from_secs(10);
+    for check in &file.checks {
+        aisemble_agent::checks::CheckSpec::from_config(&path, check, interval)
+            .unwrap_or_else(|e| panic!("check example {}: {e}", check.name));
+    }
+    assert!(!file.scrape.is_empty(), "the example documents scraping");
+    for scrape in &file.scrape {
+        aisemble_agent::scrape::ScrapeSpec::from_config(&path, scrape, interval)
+            .unwrap_or_else(|e| panic!("scrape example {}: {e}", scrape.name));
+    }
+    assert!(
+        aisemble_agent::push::PushSettings::from_config(&path, &file.push)
+            .expect("push example")
+            .is_some(),
+        "the example documents the push endpoint"
+    );
+}
