@@ -40,35 +40,7 @@ pub fn increase(baseline: Option<f64>, samples: &[(i64, f64)]) -> f64 {
 /// The `q` quantile of a histogram given as cumulative `(upper bound, count)` buckets, as
 /// Prometheus' `histogram_quantile` computes it. `None` without observations or a `+Inf` bucket.
 pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
-    let mut buckets: Vec<(f64, f64)> = buckets.to_vec();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let &(last_bound, total) = buckets.last()?;
-    if last_bound != f64::INFINITY || total <= 0.0 || !(0.0..=1.0).contains(&q) {
-        return None;
-    }
-    // Cumulative counts must not decrease; scraping races can break that, Prometheus fixes it up.
-    let mut max = 0.0_f64;
-    for bucket in &mut buckets {
-        max = max.max(bucket.1);
-        bucket.1 = max;
-    }
-    let rank = q * total;
-    let index = buckets.iter().position(|(_, count)| *count >= rank)?;
-    if index == buckets.len() - 1 {
-        // In the +Inf bucket: the highest finite bound is the best answer.
-        return Some(buckets.get(index.wrapping_sub(1)).map_or(0.0, |b| b.0));
-    }
-    let (upper, count) = buckets[index];
-    let (lower, below) = if index == 0 {
-        (0.0_f64.min(upper), 0.0)
-    } else {
-        buckets[index - 1]
-    };
-    let in_bucket = count - below;
-    if in_bucket <= 0.0 {
-        return Some(upper);
-    }
-    Some(lower + (upper - lower) * (rank - below) / in_bucket)
+    Some(crate::query::eval::bucket_quantile(q, buckets.to_vec())).filter(|v| !v.is_nan())
 }
 
 /// Midnight UTC of the first day of `now_ms`'s month.

@@ -101,7 +101,7 @@ impl EventLog {
             }
             None => {
                 let mut all: Vec<StoredEvent> = self.tree.iter().filter_map(decode).collect();
-                all.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+                all.sort_by_key(|e| std::cmp::Reverse(e.timestamp_ms));
                 all.truncate(limit);
                 all
             }

@@ -53,9 +53,21 @@ async fn two_agents_stream_to_one_control_plane() {
     let (_, status) = api.get("/ops/status").await.expect("status");
     assert_eq!(status["agents"]["connected"], 2);
     let (code, unsupported) = api
-        .get("/api/v1/query?query=rate(aisemble_system_cpu_usage_percent%5B5m%5D)")
+        .get(&format!(
+            "/api/v1/query?query={}",
+            crate::http::urlencode("topk(1, aisemble_system_cpu_usage_percent)")
+        ))
         .await
         .expect("query");
     assert_eq!(code, 400);
     assert_eq!(unsupported["status"], "error");
+    let (code, per_host) = api
+        .get(&format!(
+            "/api/v1/query?query={}",
+            crate::http::urlencode("count by (host) (aisemble_system_uptime_seconds)")
+        ))
+        .await
+        .expect("query");
+    assert_eq!(code, 200, "{per_host}");
+    assert_eq!(per_host["data"]["result"].as_array().map(Vec::len), Some(2));
 }

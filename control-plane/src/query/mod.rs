@@ -1,11 +1,14 @@
 //! PromQL evaluation over the store, for `/api/v1/query`, `/api/v1/query_range` and
 //! `/ops/metrics/query`.
 //!
-//! Parsing is `promql-parser`'s. This version evaluates selectors: instant vector selectors
-//! (latest sample within the 5-minute lookback, as Prometheus), range selectors (raw samples),
-//! `offset` and `@`, number and string literals, parentheses. Anything else is refused with a
-//! clear error before evaluation, never answered wrongly. Intervals are closed, `[t - range, t]`,
-//! as in the Prometheus 2.x line that Debian ships (promtool is this project's oracle).
+//! Parsing is `promql-parser`'s; evaluation is [`eval`]'s: selectors (instant, with the 5-minute
+//! lookback, and range, raw samples), `offset` and `@`, literals, the functions, aggregations and
+//! operators listed there. Anything else is refused with a clear error before evaluation, never
+//! answered wrongly. Intervals are closed, `[t - range, t]`, as in the Prometheus 2.x line that
+//! Debian ships (promtool is this project's oracle). A range query evaluates the expression at
+//! every step, selecting each selector's series from the store once.
+
+pub mod eval;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -70,25 +73,11 @@ pub enum Value {
 /// A parse error, or what is unsupported.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
     let expr = promql_parser::parser::parse(query).map_err(QueryError::Parse)?;
-    check_supported(&expr)?;
+    eval::check(&expr)?;
     Ok(expr)
 }
 
-fn check_supported(expr: &Expr) -> Result<(), QueryError> {
-    match expr {
-        Expr::VectorSelector(_)
-        | Expr::MatrixSelector(_)
-        | Expr::NumberLiteral(_)
-        | Expr::StringLiteral(_) => Ok(()),
-        Expr::Paren(paren) => check_supported(&paren.expr),
-        other => Err(QueryError::Unsupported(format!(
-            "{} (this version evaluates selectors such as metric{{label=\"value\"}} and metric[5m]; functions, operators and aggregations arrive with the alert evaluator)",
-            describe(other)
-        ))),
-    }
-}
-
-fn describe(expr: &Expr) -> &'static str {
+pub(crate) fn describe(expr: &Expr) -> &'static str {
     match expr {
         Expr::Aggregate(_) => "aggregation",
         Expr::Unary(_) => "unary expression",
@@ -128,12 +117,12 @@ fn ms(time: SystemTime) -> i64 {
     }
 }
 
-fn duration_ms(d: Duration) -> i64 {
+pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The evaluation time of a selector at query time `t`, after `@` and `offset`.
-fn effective_time(selector: &VectorSelector, t: i64, start: i64, end: i64) -> i64 {
+pub(crate) fn effective_time(selector: &VectorSelector, t: i64, start: i64, end: i64) -> i64 {
     let base = match &selector.at {
         None => t,
         Some(AtModifier::Start) => start,
@@ -148,7 +137,7 @@ fn effective_time(selector: &VectorSelector, t: i64, start: i64, end: i64) -> i6
 }
 
 /// Selects series matching any of the matcher sets (PromQL `or` inside braces), deduplicated.
-fn select(
+pub(crate) fn select(
     store: &Store,
     selector: &VectorSelector,
     mint: i64,
@@ -170,45 +159,17 @@ fn select(
 /// Evaluates at one instant. Blocking (reads the store).
 ///
 /// # Errors
-/// Unsupported expressions or store failures.
+/// Unsupported expressions, type errors (as Prometheus reports them), store failures.
 pub fn instant(store: &Store, expr: &Expr, t: i64) -> Result<Value, QueryError> {
-    check_supported(expr)?;
-    match expr {
-        Expr::Paren(paren) => instant(store, &paren.expr, t),
-        Expr::NumberLiteral(number) => Ok(Value::Scalar(t, number.val)),
-        Expr::StringLiteral(string) => Ok(Value::String(t, string.val.clone())),
-        Expr::VectorSelector(selector) => {
-            let at = effective_time(selector, t, t, t);
-            let series = select(store, selector, at - duration_ms(LOOKBACK), at)?;
-            Ok(Value::Vector(
-                series
-                    .into_iter()
-                    .filter_map(|s| {
-                        let (_, v) = *s.samples.last()?;
-                        // A NaN staleness marker ends a series, as in Prometheus.
-                        (!is_stale_marker(v)).then_some(InstantSample {
-                            labels: s.labels,
-                            t,
-                            v,
-                        })
-                    })
-                    .collect(),
-            ))
-        }
-        Expr::MatrixSelector(matrix) => {
-            let at = effective_time(&matrix.vs, t, t, t);
-            let series = select(store, &matrix.vs, at - duration_ms(matrix.range), at)?;
-            Ok(Value::Matrix(series))
-        }
-        other => Err(QueryError::Unsupported(describe(other).into())),
-    }
+    eval::check(expr)?;
+    eval::Evaluator::new(store, t, t).eval(expr, t)
 }
 
 /// Evaluates at every step from `start` to `end`; returns one series per label set. Blocking.
 ///
 /// # Errors
-/// Range selectors (invalid for range queries, as in Prometheus), too many points, unsupported
-/// expressions, store failures.
+/// Range or string expressions (invalid for range queries, as in Prometheus), too many points,
+/// unsupported expressions, store failures.
 pub fn range(
     store: &Store,
     expr: &Expr,
@@ -216,7 +177,7 @@ pub fn range(
     end: i64,
     step: i64,
 ) -> Result<Value, QueryError> {
-    check_supported(expr)?;
+    eval::check(expr)?;
     if step <= 0 {
         return Err(QueryError::BadData(
             "zero or negative query resolution step widths are not accepted".into(),
@@ -232,47 +193,38 @@ pub fn range(
             "exceeded maximum resolution of {MAX_POINTS} points per timeseries; try decreasing the query resolution (?step=XX)"
         )));
     }
-    let steps = || (0..=(end - start) / step).map(move |i| start + i * step);
-    match expr {
-        Expr::Paren(paren) => range(store, &paren.expr, start, end, step),
-        Expr::NumberLiteral(number) => Ok(Value::Matrix(vec![SeriesSamples {
-            labels: Labels::new(Vec::new()),
-            samples: steps().map(|t| (t, number.val)).collect(),
-        }])),
-        Expr::StringLiteral(_) => Err(QueryError::BadData(
-            "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
-        )),
-        Expr::MatrixSelector(_) => Err(QueryError::BadData(
-            "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
-        )),
-        Expr::VectorSelector(selector) => {
-            let lookback = duration_ms(LOOKBACK);
-            let first = effective_time(selector, start, start, end).min(effective_time(selector, end, start, end));
-            let last = effective_time(selector, start, start, end).max(effective_time(selector, end, start, end));
-            let series = select(store, selector, first - lookback, last)?;
-            let mut out = Vec::with_capacity(series.len());
-            for s in series {
-                let mut points = Vec::new();
-                for t in steps() {
-                    let at = effective_time(selector, t, start, end);
-                    // Latest sample in [at - lookback, at].
-                    let idx = s.samples.partition_point(|(st, _)| *st <= at);
-                    if idx == 0 {
-                        continue;
-                    }
-                    let (st, v) = s.samples[idx - 1];
-                    if st >= at - lookback && !is_stale_marker(v) {
-                        points.push((t, v));
-                    }
-                }
-                if !points.is_empty() {
-                    out.push(SeriesSamples { labels: s.labels, samples: points });
-                }
+    let mut evaluator = eval::Evaluator::new(store, start, end);
+    let mut series: Vec<SeriesSamples> = Vec::new();
+    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    for i in 0..=(end - start) / step {
+        let t = start + i * step;
+        let points = match evaluator.eval(expr, t)? {
+            Value::Vector(samples) => samples.into_iter().map(|s| (s.labels, s.v)).collect(),
+            Value::Scalar(_, v) => vec![(Labels::new(Vec::new()), v)],
+            Value::Matrix(_) => {
+                return Err(QueryError::BadData(
+                    "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
+                ));
             }
-            Ok(Value::Matrix(out))
+            Value::String(..) => {
+                return Err(QueryError::BadData(
+                    "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
+                ));
+            }
+        };
+        for (labels, v) in points {
+            let slot = *index.entry(labels.clone()).or_insert_with(|| {
+                series.push(SeriesSamples {
+                    labels,
+                    samples: Vec::new(),
+                });
+                series.len() - 1
+            });
+            series[slot].samples.push((t, v));
         }
-        other => Err(QueryError::Unsupported(describe(other).into())),
     }
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(Value::Matrix(series))
 }
 
 /// Prometheus' staleness marker: a NaN with this exact bit pattern.
@@ -286,7 +238,14 @@ mod tests {
 
     #[test]
     fn unsupported_constructs_are_refused_at_parse() {
-        for query in ["rate(x[5m])", "sum(x)", "x + 1", "-x", "x[5m:1m]"] {
+        for query in [
+            "x[5m:1m]",
+            "topk(3, x)",
+            "quantile(0.9, x)",
+            "label_replace(x, \"a\", \"b\", \"c\", \"d\")",
+            "a * on(x) group_left b",
+            "rate(x[5m:1m])",
+        ] {
             assert!(
                 matches!(parse(query), Err(QueryError::Unsupported(_))),
                 "{query}"
@@ -301,6 +260,14 @@ mod tests {
             "\"s\"",
             "x offset 5m",
             "x @ 100",
+            "rate(x[5m])",
+            "sum by (a) (x)",
+            "x + 1",
+            "-x",
+            "histogram_quantile(0.9, sum by (le) (rate(x_bucket[5m])))",
+            "a / on(b) c",
+            "a > bool 1",
+            "a and b",
         ] {
             assert!(parse(query).is_ok(), "{query}");
         }
@@ -321,3 +288,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod oracle_tests;
