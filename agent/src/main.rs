@@ -88,9 +88,11 @@ fn run(config: PathBuf, log_format: LogFormat) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // A small agent: one thread for async work; collection and journal writes go to the
-    // blocking pool.
+    // A small agent: one thread for async work; collection, journal writes and DNS lookups go to
+    // a small blocking pool. Every thread that allocates can cost a malloc arena, so the pool is
+    // capped; 4 leaves room for a slow DNS lookup or two without delaying journal writes.
     let runtime = match tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(4)
         .enable_all()
         .build()
     {

@@ -35,7 +35,6 @@ fn free_port() -> u16 {
 
 /// A Redis server owned by the test, on its own port, keeping nothing on disk.
 struct OwnRedis {
-    port: u16,
     child: Option<Child>,
 }
 
@@ -48,10 +47,7 @@ impl OwnRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (see ../shared/services.md)");
-        let redis = Self {
-            port,
-            child: Some(child),
-        };
+        let redis = Self { child: Some(child) };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(

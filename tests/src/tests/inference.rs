@@ -283,6 +283,24 @@ listen = "127.0.0.1:{push_port}"
         .await
         .expect("query");
     assert_eq!(count["data"]["result"][0]["value"][1], "10000", "{count}");
+    // And the quantile through PromQL, over the cumulative buckets.
+    let (_, quantile) = api
+        .get(&format!(
+            "/api/v1/query?query={}",
+            crate::http::urlencode(
+                "histogram_quantile(0.95, sum by (le, model) (aisemble_model_inference_duration_seconds_bucket{model=\"chat-small\"}))"
+            )
+        ))
+        .await
+        .expect("query");
+    let promql_p95: f64 = quantile["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{quantile}"));
+    assert!(
+        (lower..=upper).contains(&promql_p95),
+        "PromQL p95 {promql_p95} outside ({lower}, {upper}]"
+    );
     let (_, status) = api.get("/ops/status").await.expect("status");
     assert!(
         status["models"].as_array().is_some_and(|m| m

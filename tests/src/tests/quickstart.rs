@@ -88,7 +88,9 @@ async fn quickstart_streams_a_local_agent_within_30_seconds() {
     let body: serde_json::Value = response.json().await.expect("json error");
     assert_eq!(body["error"]["code"], "unauthorized");
     assert_eq!(body["error"]["request_id"], "trace-me-42");
-    let page = reqwest::get(format!("http://{}/", cp.http))
+    let page = crate::http::client()
+        .get(format!("http://{}/", cp.http))
+        .send()
         .await
         .expect("page")
         .text()
