@@ -12,6 +12,7 @@ pub mod http_client;
 pub mod journal;
 pub mod push;
 pub mod run;
+pub mod schedule;
 pub mod scrape;
 pub mod sink;
 pub mod status;

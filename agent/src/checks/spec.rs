@@ -9,7 +9,6 @@ use std::{path::Path, str::FromStr, time::Duration};
 use aisemble_shared::{
     config::{CheckConfig, ConfigError},
     metrics::{HOST_LABEL, is_valid_label_name},
-    units::HumanDuration,
     wire::Label,
 };
 
@@ -18,8 +17,7 @@ use super::{
     tcp::TcpTarget,
 };
 
-/// Default `timeout` (capped at the interval).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::schedule::DEFAULT_TIMEOUT;
 /// Shortest `interval`: more often than ten times a second a check floods the journal and, for
 /// most targets, its own logs.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -118,39 +116,13 @@ impl CheckSpec {
             }
         }
 
-        let interval = config.interval.map_or(default_interval, |d| d.0);
-        if interval < MIN_INTERVAL {
-            return Err(error(
-                "interval",
-                format!(
-                    "{} is shorter than {}",
-                    HumanDuration(interval),
-                    HumanDuration(MIN_INTERVAL)
-                ),
-                "write a duration like \"10s\"",
-            ));
-        }
-        let timeout = match config.timeout {
-            None => DEFAULT_TIMEOUT.min(interval),
-            Some(timeout) if timeout.0.is_zero() => {
-                return Err(error(
-                    "timeout",
-                    "is zero".into(),
-                    "write a duration like \"2s\"",
-                ));
-            }
-            Some(timeout) if timeout.0 > interval => {
-                return Err(error(
-                    "timeout",
-                    format!(
-                        "{timeout} is longer than the interval, {}",
-                        HumanDuration(interval)
-                    ),
-                    "make the timeout at most the interval",
-                ));
-            }
-            Some(timeout) => timeout.0,
-        };
+        let (interval, timeout) = crate::schedule::resolve(
+            config.interval,
+            config.timeout,
+            default_interval,
+            MIN_INTERVAL,
+        )
+        .map_err(|e| error(e.key, e.message, e.hint))?;
 
         let mut labels = Vec::with_capacity(config.labels.len());
         for (label, value) in &config.labels {

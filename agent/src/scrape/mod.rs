@@ -117,8 +117,7 @@ use crate::sink::RecordSink;
 use self::mapping::{Mapped, Mapper, Rule, Unmapped};
 pub use self::presets::{Preset, UnknownPreset};
 
-/// Default `timeout` (capped at the interval).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::schedule::DEFAULT_TIMEOUT;
 /// Default `prefix` for passed-through families.
 pub const DEFAULT_PREFIX: &str = "aisemble_scraped_";
 /// Largest body read; a bigger one fails the scrape.
@@ -188,36 +187,14 @@ impl ScrapeSpec {
             ));
         }
 
-        let interval = config.interval.map_or(default_interval, |d| d.0);
-        if interval.is_zero() {
-            return Err(error(
-                "interval",
-                "is zero".into(),
-                "write a duration like \"15s\"",
-            ));
-        }
-        let timeout = match config.timeout {
-            None => DEFAULT_TIMEOUT.min(interval),
-            Some(timeout) if timeout.0.is_zero() => {
-                return Err(error(
-                    "timeout",
-                    "is zero".into(),
-                    "write a duration like \"5s\"",
-                ));
-            }
-            Some(timeout) if timeout.0 > interval => {
-                return Err(error(
-                    "timeout",
-                    format!(
-                        "{} is longer than the interval, {}",
-                        humanize(timeout.0),
-                        humanize(interval)
-                    ),
-                    "make the timeout at most the interval",
-                ));
-            }
-            Some(timeout) => timeout.0,
-        };
+        // Any non-zero interval: a scrape has no lower bound of its own.
+        let (interval, timeout) = crate::schedule::resolve(
+            config.interval,
+            config.timeout,
+            default_interval,
+            Duration::from_millis(1),
+        )
+        .map_err(|e| error(e.key, e.message, e.hint))?;
 
         let preset = match config.preset.as_deref() {
             None => None,
@@ -525,10 +502,6 @@ fn check_rule(map: &MappingConfig) -> Result<Rule, (&'static str, String, &'stat
         add_labels,
         scale,
     })
-}
-
-fn humanize(duration: Duration) -> String {
-    format!("{duration:?}")
 }
 
 fn quoted_list(names: &[&str]) -> String {
