@@ -232,6 +232,30 @@ pub fn quickstart_agent_config(
     Ok(config)
 }
 
+/// `rules check`: each file's groups and rules, or every problem, as `promtool check rules`
+/// prints them. Returns (stdout, stderr, all good).
+pub fn rules_check(files: &[PathBuf]) -> (String, String, bool) {
+    let (mut out, mut err, mut ok) = (String::new(), String::new(), true);
+    for file in files {
+        let _ = writeln!(out, "Checking {}", file.display());
+        match crate::alerts::rules::load_rule_files(std::slice::from_ref(file)) {
+            Ok(groups) => {
+                let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+                let _ = writeln!(out, "  SUCCESS: {rules} rules found");
+            }
+            Err(errors) => {
+                ok = false;
+                let _ = writeln!(err, "  FAILED:");
+                for error in errors {
+                    let _ = writeln!(err, "{error}");
+                }
+            }
+        }
+        out.push('\n');
+    }
+    (out, err, ok)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

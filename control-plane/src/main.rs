@@ -64,6 +64,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Check or unit-test Prometheus rule files (promtool's formats and output).
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Check a config file and exit.
     CheckConfig {
         /// Config file.
@@ -126,6 +129,22 @@ enum TokenCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Check rule files for syntax and PromQL this version can evaluate (like `promtool check rules`).
+    Check {
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run rule unit-test files (promtool's format, like `promtool test rules`).
+    Test {
+        /// Unit-test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum LogFormat {
     Auto,
@@ -154,6 +173,35 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Rules(RulesCommand::Check { files }) => {
+            let (out, err, ok) = commands::rules_check(&files);
+            print!("{out}");
+            eprint!("{err}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Rules(RulesCommand::Test { files }) => {
+            use aisemble_control_plane::alerts::unittest::{self, Stream};
+            use std::io::Write as _;
+            let report = unittest::run_files(&files);
+            // In promtool's order, so that `2>&1` reads the same.
+            for (stream, text) in &report.output {
+                let _ = match stream {
+                    Stream::Stdout => std::io::stdout()
+                        .write_all(text.as_bytes())
+                        .and_then(|()| std::io::stdout().flush()),
+                    Stream::Stderr => std::io::stderr().write_all(text.as_bytes()),
+                };
+            }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Certs(command) => oneshot(
             match &command {
                 CertsCommand::Init(data) | CertsCommand::List(data) => data.clone(),

@@ -16,11 +16,12 @@ use promql_parser::parser::{
     VectorSelector,
 };
 
+use super::SeriesSource;
 use super::{
     InstantSample, LOOKBACK, QueryError, Value, duration_ms, effective_time, is_stale_marker,
     select,
 };
-use crate::store::{LabelPair, Labels, SeriesSamples, Store};
+use crate::store::{LabelPair, Labels, SeriesSamples};
 
 /// Functions this version evaluates.
 pub const SUPPORTED_FUNCTIONS: &[&str] = &[
@@ -47,6 +48,13 @@ pub const SUPPORTED_FUNCTIONS: &[&str] = &[
     "time",
     "vector",
     "scalar",
+    "absent",
+    "absent_over_time",
+    "present_over_time",
+    "changes",
+    "resets",
+    "round",
+    "clamp",
 ];
 
 /// Aggregations this version evaluates.
@@ -62,16 +70,26 @@ type Windows = Vec<(Labels, Vec<(i64, f64)>)>;
 
 /// Evaluates expressions over one store, caching each selector's series across the steps of a
 /// range query.
-pub(super) struct Evaluator<'s> {
-    store: &'s Store,
+pub struct Evaluator<'s> {
+    store: &'s dyn SeriesSource,
     start: i64,
     end: i64,
     cache: HashMap<String, Arc<Vec<SeriesSamples>>>,
 }
 
+impl std::fmt::Debug for Evaluator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .field("cached_selectors", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'s> Evaluator<'s> {
     /// An evaluator for instants in `[start, end]` (equal for an instant query).
-    pub(super) fn new(store: &'s Store, start: i64, end: i64) -> Self {
+    pub fn new(store: &'s dyn SeriesSource, start: i64, end: i64) -> Self {
         Self {
             store,
             start,
@@ -92,17 +110,15 @@ impl<'s> Evaluator<'s> {
         }
         let a = effective_time(selector, self.start, self.start, self.end);
         let b = effective_time(selector, self.end, self.start, self.end);
-        let mut series = select(self.store, selector, a.min(b) - window, a.max(b))?;
-        for s in &mut series {
-            s.samples.retain(|(_, v)| !is_stale_marker(*v));
-        }
-        let series = Arc::new(series);
+        // Staleness markers stay: an instant selector whose latest sample is one finds nothing;
+        // range selectors skip them.
+        let series = Arc::new(select(self.store, selector, a.min(b) - window, a.max(b))?);
         self.cache.insert(key, Arc::clone(&series));
         Ok(series)
     }
 
     /// Evaluates `expr` at `t`.
-    pub(super) fn eval(&mut self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+    pub fn eval(&mut self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
         match expr {
             Expr::Paren(paren) => self.eval(&paren.expr, t),
             Expr::NumberLiteral(number) => Ok(Value::Scalar(t, number.val)),
@@ -147,7 +163,7 @@ impl<'s> Evaluator<'s> {
                 .filter_map(|s| {
                     let idx = s.samples.partition_point(|(st, _)| *st <= at);
                     let (st, v) = *s.samples.get(idx.checked_sub(1)?)?;
-                    (st >= at - lookback).then(|| InstantSample {
+                    (st >= at - lookback && !is_stale_marker(v)).then(|| InstantSample {
                         labels: s.labels.clone(),
                         t,
                         v,
@@ -167,7 +183,12 @@ impl<'s> Evaluator<'s> {
             .filter_map(|s| {
                 let from = s.samples.partition_point(|(st, _)| *st < at - range);
                 let to = s.samples.partition_point(|(st, _)| *st <= at);
-                (from < to).then(|| (s.labels.clone(), s.samples[from..to].to_vec()))
+                let samples: Vec<(i64, f64)> = s.samples[from..to]
+                    .iter()
+                    .filter(|(_, v)| !is_stale_marker(*v))
+                    .copied()
+                    .collect();
+                (!samples.is_empty()).then(|| (s.labels.clone(), samples))
             })
             .collect())
     }
@@ -222,6 +243,89 @@ impl<'s> Evaluator<'s> {
                 let value = if v.len() == 1 { v[0].v } else { f64::NAN };
                 return Ok(Value::Scalar(t, value));
             }
+            "absent" | "absent_over_time" => {
+                let (present, selector) = if name == "absent" {
+                    let present = !self.vector_arg(arg(0)?, t)?.is_empty();
+                    let selector = match strip_parens(arg(0)?) {
+                        Expr::VectorSelector(vs) => Some(vs),
+                        _ => None,
+                    };
+                    (present, selector)
+                } else {
+                    let present = !self.matrix_arg(arg(0)?, t)?.0.is_empty();
+                    let selector = match strip_parens(arg(0)?) {
+                        Expr::MatrixSelector(ms) => Some(&ms.vs),
+                        _ => None,
+                    };
+                    (present, selector)
+                };
+                if present {
+                    Vec::new()
+                } else {
+                    vec![InstantSample {
+                        labels: selector.map_or_else(|| Labels::new(Vec::new()), absent_labels),
+                        t,
+                        v: 1.0,
+                    }]
+                }
+            }
+            "present_over_time" | "changes" | "resets" => {
+                let (series, _) = self.matrix_arg(arg(0)?, t)?;
+                series
+                    .into_iter()
+                    .map(|(labels, samples)| {
+                        let v = match name {
+                            "present_over_time" => 1.0,
+                            "changes" => samples
+                                .windows(2)
+                                .filter(|w| {
+                                    w[0].1 != w[1].1 && !(w[0].1.is_nan() && w[1].1.is_nan())
+                                })
+                                .count() as f64,
+                            _ => samples.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64,
+                        };
+                        InstantSample {
+                            labels: drop_name(&labels),
+                            t,
+                            v,
+                        }
+                    })
+                    .collect()
+            }
+            "round" => {
+                let vector = self.vector_arg(arg(0)?, t)?;
+                let to_nearest = match args.get(1) {
+                    Some(a) => self.scalar_arg(a, t)?,
+                    None => 1.0,
+                };
+                // Prometheus: floor(v / to_nearest + 0.5) * to_nearest, via the inverse.
+                let inverse = 1.0 / to_nearest;
+                vector
+                    .into_iter()
+                    .map(|s| InstantSample {
+                        labels: drop_name(&s.labels),
+                        t,
+                        v: (s.v * inverse + 0.5).floor() / inverse,
+                    })
+                    .collect()
+            }
+            "clamp" => {
+                let vector = self.vector_arg(arg(0)?, t)?;
+                let min = self.scalar_arg(arg(1)?, t)?;
+                let max = self.scalar_arg(arg(2)?, t)?;
+                if max < min {
+                    Vec::new()
+                } else {
+                    vector
+                        .into_iter()
+                        .map(|s| InstantSample {
+                            labels: drop_name(&s.labels),
+                            t,
+                            v: go_max(min, go_min(max, s.v)),
+                        })
+                        .collect()
+                }
+            }
             "rate" | "increase" | "delta" | "irate" | "idelta" => {
                 let (series, range) = self.matrix_arg(arg(0)?, t)?;
                 let at = match arg(0)? {
@@ -250,7 +354,7 @@ impl<'s> Evaluator<'s> {
             | "count_over_time" | "last_over_time" => {
                 let (series, _) = self.matrix_arg(arg(0)?, t)?;
                 let f = over_time(match name {
-                    "avg_over_time" => |s| mean(s.iter().map(|p| p.1)),
+                    "avg_over_time" => |s| kahan_mean(s.iter().map(|p| p.1)),
                     "min_over_time" => |s| s.iter().map(|p| p.1).fold(f64::NAN, nan_min),
                     "max_over_time" => |s| s.iter().map(|p| p.1).fold(f64::NAN, nan_max),
                     "sum_over_time" => |s| s.iter().map(|p| p.1).sum(),
@@ -318,9 +422,9 @@ impl<'s> Evaluator<'s> {
                         labels: drop_name(&s.labels),
                         t,
                         v: if name == "clamp_min" {
-                            s.v.max(bound)
+                            go_max(bound, s.v)
                         } else {
-                            s.v.min(bound)
+                            go_min(bound, s.v)
                         },
                     })
                     .collect()
@@ -358,7 +462,7 @@ impl<'s> Evaluator<'s> {
                 .map(|(labels, values)| {
                     let v = match op.as_str() {
                         "sum" => values.iter().sum(),
-                        "avg" => mean(values.iter().copied()),
+                        "avg" => incremental_mean(values.iter().copied()),
                         "min" => values.iter().copied().fold(f64::NAN, nan_min),
                         "max" => values.iter().copied().fold(f64::NAN, nan_max),
                         _ => values.len() as f64,
@@ -470,13 +574,9 @@ impl<'s> Evaluator<'s> {
                         drop_name(&sample.labels)
                     };
                     labels = match matching {
-                        Some(LabelModifier::Include(on)) => {
-                            let mut keep: Vec<String> = on.labels.clone();
-                            if comparison && !return_bool {
-                                keep.push(METRIC_NAME_LABEL.to_owned());
-                            }
-                            only(&labels, &keep)
-                        }
+                        // Prometheus' resultMetric keeps only the `on` labels, even the metric
+                        // name of a filtering comparison goes.
+                        Some(LabelModifier::Include(on)) => only(&labels, &on.labels),
                         Some(LabelModifier::Exclude(ignoring)) => {
                             let excluded: Vec<&str> =
                                 ignoring.labels.iter().map(String::as_str).collect();
@@ -564,6 +664,60 @@ fn unique(samples: Vec<InstantSample>) -> Result<Value, QueryError> {
     Ok(Value::Vector(samples))
 }
 
+/// Go's `math.Max`: infinity wins, then NaN, then the larger (+0 over -0).
+fn go_max(a: f64, b: f64) -> f64 {
+    if a == f64::INFINITY || b == f64::INFINITY {
+        f64::INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { b } else { a }
+    } else if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Go's `math.Min`: negative infinity wins, then NaN, then the smaller (-0 over +0).
+fn go_min(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY || b == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { a } else { b }
+    } else if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+fn strip_parens(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Paren(p) => strip_parens(&p.expr),
+        other => other,
+    }
+}
+
+/// Prometheus' labels for `absent(selector)`: the selector's equality matchers, except
+/// `__name__` and names matched more than once.
+fn absent_labels(selector: &VectorSelector) -> Labels {
+    use promql_parser::label::MatchOp;
+    let matchers = &selector.matchers.matchers;
+    let pairs = matchers
+        .iter()
+        .filter(|m| m.name != METRIC_NAME_LABEL && matches!(m.op, MatchOp::Equal))
+        .filter(|m| matchers.iter().filter(|o| o.name == m.name).count() == 1)
+        .map(|m| LabelPair {
+            name: m.name.as_str().into(),
+            value: m.value.as_str().into(),
+        })
+        .collect();
+    Labels::new(pairs)
+}
+
 fn drop_name(labels: &Labels) -> Labels {
     without(labels, &[METRIC_NAME_LABEL])
 }
@@ -588,9 +742,53 @@ fn only(labels: &Labels, kept: &[String]) -> Labels {
     )
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
-    let (sum, n) = values.fold((0.0, 0u64), |(s, n), v| (s + v, n + 1));
-    if n == 0 { f64::NAN } else { sum / n as f64 }
+/// Prometheus' `avg` aggregation: an incremental mean, each step divided first to avoid overflow.
+fn incremental_mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut mean, mut n) = (0.0f64, 0.0f64);
+    for v in values {
+        n += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        mean += v / n - mean / n;
+    }
+    if n == 0.0 { f64::NAN } else { mean }
+}
+
+/// Prometheus' `avg_over_time`: the incremental mean with Kahan-Neumaier compensation.
+fn kahan_mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut mean, mut n, mut c) = (0.0f64, 0.0f64, 0.0f64);
+    for v in values {
+        n += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        let increment = v / n - mean / n;
+        let t = mean + increment;
+        if mean.abs() >= increment.abs() {
+            c += (mean - t) + increment;
+        } else {
+            c += (increment - t) + mean;
+        }
+        mean = t;
+    }
+    if n == 0.0 {
+        f64::NAN
+    } else if mean.is_infinite() {
+        mean
+    } else {
+        mean + c
+    }
 }
 
 // Prometheus' min/max: NaN only when every value is NaN.

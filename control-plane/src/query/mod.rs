@@ -9,6 +9,7 @@
 //! every step, selecting each selector's series from the store once.
 
 pub mod eval;
+pub mod memory;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,33 @@ use promql_parser::{
 };
 
 use crate::store::{Labels, SeriesSamples, Store, StoreError};
+
+/// Where the evaluator reads series from: the store, or the in-memory series of a rule unit test
+/// ([`memory::MemorySeries`]).
+pub trait SeriesSource: Sync {
+    /// Series matching every matcher, with their samples in `[mint, maxt]`, in time order.
+    /// Blocking.
+    ///
+    /// # Errors
+    /// When the backing storage fails.
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError>;
+}
+
+impl SeriesSource for Store {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        Store::select(self, matchers, mint, maxt)
+    }
+}
 
 /// Prometheus' default lookback for instant vector selectors.
 pub const LOOKBACK: Duration = Duration::from_secs(300);
@@ -138,7 +166,7 @@ pub(crate) fn effective_time(selector: &VectorSelector, t: i64, start: i64, end:
 
 /// Selects series matching any of the matcher sets (PromQL `or` inside braces), deduplicated.
 pub(crate) fn select(
-    store: &Store,
+    store: &dyn SeriesSource,
     selector: &VectorSelector,
     mint: i64,
     maxt: i64,
@@ -160,7 +188,7 @@ pub(crate) fn select(
 ///
 /// # Errors
 /// Unsupported expressions, type errors (as Prometheus reports them), store failures.
-pub fn instant(store: &Store, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+pub fn instant(store: &dyn SeriesSource, expr: &Expr, t: i64) -> Result<Value, QueryError> {
     eval::check(expr)?;
     eval::Evaluator::new(store, t, t).eval(expr, t)
 }
@@ -171,7 +199,7 @@ pub fn instant(store: &Store, expr: &Expr, t: i64) -> Result<Value, QueryError> 
 /// Range or string expressions (invalid for range queries, as in Prometheus), too many points,
 /// unsupported expressions, store failures.
 pub fn range(
-    store: &Store,
+    store: &dyn SeriesSource,
     expr: &Expr,
     start: i64,
     end: i64,

@@ -54,6 +54,14 @@ fn input() -> Input {
             (0..40).map(|i| 18.0 - f64::from(i % 5)).collect(),
         ),
     ];
+    // Values whose mean depends on how it is computed (Prometheus: incremental, compensated).
+    out.push((
+        "jitter".into(),
+        vec![("job", "api")],
+        (0..40)
+            .map(|i| [1.0, 2.0, 4.0, 0.1, 0.7, 1.3, 0.3][i % 7])
+            .collect(),
+    ));
     for (le, values) in ["0.1", "0.5", "1", "+Inf"]
         .into_iter()
         .zip(buckets([3.0, 7.0, 9.0, 10.0]))
@@ -112,6 +120,20 @@ const EXPRESSIONS: &[&str] = &[
     "time()",
     "http_requests_total offset 1m",
     "temperature % 3",
+    "avg_over_time(jitter[2m])",
+    "avg_over_time(jitter[5m])",
+    "absent(nonexistent{job=\"api\", job=\"x\", env=\"prod\"})",
+    "absent(temperature)",
+    "absent(sum(nonexistent))",
+    "absent_over_time(nonexistent{room=\"lab\"}[1m])",
+    "absent_over_time(temperature[1m])",
+    "present_over_time(temperature[2m])",
+    "changes(temperature[5m])",
+    "resets(http_requests_total[10m])",
+    "round(temperature * 1.3)",
+    "round(jitter, 0.5)",
+    "clamp(temperature, 17, 19.5)",
+    "clamp(temperature, 20, 10)",
 ];
 
 const EVAL_TIMES_MS: &[i64] = &[60_000, 300_000, 547_000];

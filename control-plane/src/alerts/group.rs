@@ -1,0 +1,240 @@
+//! Evaluating one rule group at one instant: every rule in order over a series source, each
+//! seeing the series the rules before it wrote at that instant (as Prometheus commits each rule's
+//! output before the next rule runs), and a staleness marker for every series a rule wrote last
+//! time but not this time. Shared by the rule manager (over the store) and `rules test` (over
+//! in-memory series). Blocking (reads the source).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
+
+use promql_parser::label::Matcher;
+
+use super::{
+    rules::{Rule, RuleGroup, RuleKind},
+    state::{AlertingRuleState, EvalContext, LabelMap, OutputSample, RuleEvalError},
+};
+use crate::{
+    query::{
+        InstantSample, QueryError, SeriesSource, Value, eval::Evaluator, memory::MemorySeries,
+    },
+    store::{LabelPair, Labels, SeriesSamples, StoreError},
+};
+
+/// Prometheus' staleness marker.
+pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
+/// The runtime state of one rule.
+#[derive(Debug, Clone, Default)]
+pub struct RuleRuntime {
+    /// Alerts (alerting rules only).
+    pub alerts: AlertingRuleState,
+    /// Series written by the previous evaluation (for staleness markers).
+    pub previous_series: HashSet<LabelMap>,
+    /// The last evaluation's error, if any.
+    pub last_error: Option<String>,
+    /// When it was last evaluated (ms).
+    pub last_evaluation: Option<i64>,
+    /// How long that took (seconds).
+    pub evaluation_seconds: f64,
+}
+
+/// The runtime state of a group: one entry per rule, in order.
+#[derive(Debug, Clone, Default)]
+pub struct GroupRuntime {
+    /// Per rule.
+    pub rules: Vec<RuleRuntime>,
+}
+
+/// What one evaluation of a group wrote.
+#[derive(Debug, Default)]
+pub struct GroupOutput {
+    /// Samples at the evaluation time: recorded series, `ALERTS`, `ALERTS_FOR_STATE`, markers.
+    pub samples: Vec<OutputSample>,
+    /// Rules that failed, by index.
+    pub errors: Vec<(usize, String)>,
+}
+
+/// Evaluates `group` at `ts` (ms) over `source`.
+pub fn eval_group(
+    group: &RuleGroup,
+    runtime: &mut GroupRuntime,
+    source: &dyn SeriesSource,
+    ts: i64,
+    context: &EvalContext,
+) -> GroupOutput {
+    runtime
+        .rules
+        .resize_with(group.rules.len(), RuleRuntime::default);
+    let mut written = Overlay {
+        base: source,
+        extra: MemorySeries::new(),
+    };
+    let mut output = GroupOutput::default();
+    let reads_alerts = group.rules.iter().any(|r| r.expr_text.contains("ALERTS"));
+    for (idx, rule) in group.rules.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let state = &mut runtime.rules[idx];
+        let result = eval_rule(rule, state, &written, ts, group.limit, context);
+        state.last_evaluation = Some(ts);
+        state.evaluation_seconds = started.elapsed().as_secs_f64();
+        let samples = match result {
+            Ok(samples) => {
+                state.last_error = None;
+                samples
+            }
+            Err(error) => {
+                state.last_error = Some(error.clone());
+                output.errors.push((idx, error));
+                Vec::new()
+            }
+        };
+        let current: HashSet<LabelMap> = samples.iter().map(|s| s.labels.clone()).collect();
+        let mut markers: Vec<OutputSample> = state
+            .previous_series
+            .difference(&current)
+            .map(|labels| OutputSample {
+                labels: labels.clone(),
+                v: STALE_NAN,
+            })
+            .collect();
+        markers.sort_by(|a, b| a.labels.cmp(&b.labels));
+        state.previous_series = current;
+        if rule.kind == RuleKind::Recording || reads_alerts {
+            for sample in samples.iter().chain(&markers) {
+                written
+                    .extra
+                    .append(&to_labels(&sample.labels), ts, sample.v);
+            }
+        }
+        output.samples.extend(samples);
+        output.samples.extend(markers);
+    }
+    output
+}
+
+fn eval_rule(
+    rule: &Rule,
+    state: &mut RuleRuntime,
+    source: &dyn SeriesSource,
+    ts: i64,
+    limit: usize,
+    context: &EvalContext,
+) -> Result<Vec<OutputSample>, String> {
+    let result = query_vector(source, rule, ts).map_err(|e| e.to_string())?;
+    match rule.kind {
+        RuleKind::Alerting => state
+            .alerts
+            .eval(rule, ts, &result, limit, context)
+            .map_err(|e: RuleEvalError| e.to_string()),
+        RuleKind::Recording => {
+            let mut out: Vec<OutputSample> = Vec::with_capacity(result.len());
+            let mut seen = HashSet::with_capacity(result.len());
+            for sample in result {
+                let mut labels: LabelMap = sample
+                    .labels
+                    .iter()
+                    .map(|p| (p.name.to_string(), p.value.to_string()))
+                    .collect();
+                labels.insert("__name__".into(), rule.name.clone());
+                for (name, value, _) in &rule.labels {
+                    if value.is_empty() {
+                        labels.remove(name);
+                    } else {
+                        labels.insert(name.clone(), value.clone());
+                    }
+                }
+                if !seen.insert(labels.clone()) {
+                    return Err(
+                        "vector contains metrics with the same labelset after applying rule labels"
+                            .into(),
+                    );
+                }
+                out.push(OutputSample {
+                    labels,
+                    v: sample.v,
+                });
+            }
+            if limit > 0 && out.len() > limit {
+                return Err(format!(
+                    "exceeded limit of {limit} with {} series",
+                    out.len()
+                ));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The rule's expression at `ts` as an instant vector (a scalar becomes one unlabelled sample).
+fn query_vector(
+    source: &dyn SeriesSource,
+    rule: &Rule,
+    ts: i64,
+) -> Result<Vec<InstantSample>, QueryError> {
+    match Evaluator::new(source, ts, ts).eval(&rule.expr, ts)? {
+        Value::Vector(samples) => Ok(samples),
+        Value::Scalar(t, v) => Ok(vec![InstantSample {
+            labels: Labels::new(Vec::new()),
+            t,
+            v,
+        }]),
+        _ => Err(QueryError::BadData(
+            "rule result is not a vector or scalar".into(),
+        )),
+    }
+}
+
+/// A label map as store labels.
+pub fn to_labels(map: &LabelMap) -> Labels {
+    Labels::new(
+        map.iter()
+            .map(|(k, v)| LabelPair {
+                name: Arc::from(k.as_str()),
+                value: Arc::from(v.as_str()),
+            })
+            .collect(),
+    )
+}
+
+/// The source plus what this evaluation has written so far.
+struct Overlay<'a> {
+    base: &'a dyn SeriesSource,
+    extra: MemorySeries,
+}
+
+impl SeriesSource for Overlay<'_> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        let mut base = self.base.select(matchers, mint, maxt)?;
+        let extra = self.extra.select(matchers, mint, maxt)?;
+        if extra.is_empty() {
+            return Ok(base);
+        }
+        let mut by_labels: BTreeMap<Labels, usize> = base
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.labels.clone(), i))
+            .collect();
+        for series in extra {
+            match by_labels.get(&series.labels) {
+                Some(&i) => {
+                    let samples = &mut base[i].samples;
+                    samples.extend(series.samples);
+                    samples.sort_by_key(|(t, _)| *t);
+                    samples.dedup_by_key(|(t, _)| *t);
+                }
+                None => {
+                    by_labels.insert(series.labels.clone(), base.len());
+                    base.push(series);
+                }
+            }
+        }
+        Ok(base)
+    }
+}
