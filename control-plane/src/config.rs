@@ -32,6 +32,36 @@ pub struct ConfigFile {
     /// HTTP API.
     #[serde(default)]
     pub http: HttpSection,
+    /// Alert rules, routing and notifications.
+    #[serde(default)]
+    pub alerting: AlertingSection,
+}
+
+/// `[alerting]`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingSection {
+    /// Directory of Prometheus rule files (`*.yml`, `*.yaml`), editable through
+    /// `PUT /ops/alerts/rules`. Default `<data_dir>/rules`, created with the default rules.
+    pub rules_dir: Option<PathBuf>,
+    /// More rule files (paths or `dir/*.yml` globs), read-only. Default none.
+    pub rule_files: Option<Vec<String>>,
+    /// How often rule groups without their own `interval` are evaluated. Default `"1s"`.
+    pub evaluation_interval: Option<HumanDuration>,
+    /// An Alertmanager configuration file (`route`, `receivers`, `inhibit_rules`) for routing
+    /// and notifications. Default: none (alerts are only shown, critical inhibits warning).
+    pub alertmanager_config: Option<PathBuf>,
+    /// The URL notifications link to. Default `http://<server.http>`.
+    pub external_url: Option<String>,
+    /// Labels for templates (`$externalLabels`). Default none.
+    pub external_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// How long one notification is retried (exponential backoff) before it counts as failed.
+    /// Default `"2m"`.
+    pub notification_retry_for: Option<HumanDuration>,
+    /// Consecutive failed notifications that open an integration's circuit breaker. Default 5.
+    pub circuit_breaker_threshold: Option<u32>,
+    /// How long an open breaker refuses before letting one trial through. Default `"60s"`.
+    pub circuit_breaker_open_for: Option<HumanDuration>,
 }
 
 /// `[server]`.
@@ -114,6 +144,31 @@ pub struct Settings {
     pub max_frame_bytes: u32,
     /// Token required for `/metrics`.
     pub metrics_require_token: bool,
+    /// Alerting.
+    pub alerting: AlertingSettings,
+}
+
+/// Resolved `[alerting]`.
+#[derive(Debug, Clone)]
+pub struct AlertingSettings {
+    /// Editable rule directory.
+    pub rules_dir: PathBuf,
+    /// Read-only rule files and globs.
+    pub rule_files: Vec<PathBuf>,
+    /// Default group interval.
+    pub evaluation_interval: Duration,
+    /// Alertmanager-format routing config.
+    pub alertmanager_config: Option<PathBuf>,
+    /// Link target of notifications.
+    pub external_url: String,
+    /// Template labels.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Retry budget of one notification.
+    pub notification_retry_for: Duration,
+    /// Failures that open a breaker.
+    pub circuit_breaker_threshold: u32,
+    /// How long a breaker stays open.
+    pub circuit_breaker_open_for: Duration,
 }
 
 impl Settings {
@@ -232,7 +287,59 @@ impl Settings {
                 "the default is \"15d\"",
             ));
         }
+        // Paths in the file are relative to the file.
+        let base = source
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf);
+        let relative = |p: PathBuf| match &base {
+            Some(base) if p.is_relative() && source.exists() => base.join(p),
+            _ => p,
+        };
+        let evaluation_interval = file
+            .alerting
+            .evaluation_interval
+            .map_or(Duration::from_secs(1), |d| d.0);
+        if evaluation_interval < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                source,
+                Some("alerting.evaluation_interval"),
+                "is shorter than 100ms",
+                "the default is \"1s\"",
+            ));
+        }
+        let alerting = AlertingSettings {
+            rules_dir: file
+                .alerting
+                .rules_dir
+                .map(&relative)
+                .unwrap_or_else(|| data_dir.join("rules")),
+            rule_files: file
+                .alerting
+                .rule_files
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| relative(PathBuf::from(p)))
+                .collect(),
+            evaluation_interval,
+            alertmanager_config: file.alerting.alertmanager_config.map(&relative),
+            external_url: file
+                .alerting
+                .external_url
+                .unwrap_or_else(|| format!("http://{http}")),
+            external_labels: file.alerting.external_labels.unwrap_or_default(),
+            notification_retry_for: file
+                .alerting
+                .notification_retry_for
+                .map_or(Duration::from_secs(120), |d| d.0),
+            circuit_breaker_threshold: file.alerting.circuit_breaker_threshold.unwrap_or(5).max(1),
+            circuit_breaker_open_for: file
+                .alerting
+                .circuit_breaker_open_for
+                .map_or(Duration::from_secs(60), |d| d.0),
+        };
         Ok(Self {
+            alerting,
             data_dir,
             http,
             quic,

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::{
+    alerts::{engine::Alerting, manager::RuleManager, persist::AlertStore},
     api::{self, AppState},
     auth::{Auth, Role},
     config::Settings,
@@ -110,6 +111,27 @@ impl ControlPlane {
             .with_context(|| format!("binding HTTP on {}", settings.http))?;
         let http = listener.local_addr()?;
 
+        let alert_store = AlertStore::open(&store).context("opening the alert state")?;
+        let manager = {
+            let (store, registry, settings) = (
+                store.clone(),
+                Arc::clone(&registry),
+                settings.alerting.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                RuleManager::open(store, registry, settings, alert_store)
+            })
+            .await?
+            .context("opening the alert rules")?
+        };
+        let (alerting, alerting_tasks) = {
+            let (settings, registry) = (settings.alerting.clone(), telemetry.registry().clone());
+            tokio::task::spawn_blocking(move || {
+                Alerting::open(manager, &settings, &registry)
+            })
+            .await?
+            .context("loading the alert routing")?
+        };
         let state = AppState {
             store: store.clone(),
             registry: Arc::clone(&registry),
@@ -120,6 +142,7 @@ impl ControlPlane {
             metrics_require_token: settings.metrics_require_token,
             started,
             command_ids: Arc::new(AtomicU64::new(0)),
+            alerting,
         };
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -138,6 +161,7 @@ impl ControlPlane {
                 error!(%error, "HTTP server failed.");
             }
         }));
+        tasks.push(tokio::spawn(alerting_tasks.run(shutdown.clone())));
         tasks.push(tokio::spawn(persist_registry(
             Arc::clone(&registry),
             shutdown.clone(),

@@ -72,6 +72,11 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
+    /// The registry, for metrics other modules own (notifiers).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Registers every metric in a fresh registry.
     pub fn new() -> Self {
         let registry = Registry::new();

@@ -63,6 +63,21 @@ impl Api {
         Ok((status, response.json().await?))
     }
 
+    /// `DELETE path`.
+    ///
+    /// # Errors
+    /// When the request fails or the body is not JSON.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .client
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
     /// The `/metrics` text.
     ///
     /// # Errors

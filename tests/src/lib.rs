@@ -5,6 +5,7 @@
 //! The tests themselves are in `src/tests/`.
 
 pub mod bins;
+pub mod fake_agent;
 pub mod http;
 pub mod process;
 pub mod quic;

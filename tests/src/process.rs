@@ -92,6 +92,19 @@ fn tail(name: &str, lines: &Lines) {
     );
 }
 
+/// Runs `aisemble-cp ARGS`; returns (exit code, stdout, stderr).
+pub fn run_cp(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(&binaries().control_plane)
+        .args(args)
+        .output()
+        .expect("running aisemble-cp");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A control plane process.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -109,6 +122,7 @@ pub struct ControlPlane {
     /// Standard error (JSON logs).
     pub stderr: Lines,
     quickstart: bool,
+    config: Option<PathBuf>,
 }
 
 fn field<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
@@ -118,12 +132,24 @@ fn field<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
 impl ControlPlane {
     /// `aisemble-cp serve` on ephemeral loopback ports.
     pub fn serve(data_dir: &Path) -> Self {
-        Self::spawn(data_dir, "127.0.0.1:0", "127.0.0.1:0", None, false)
+        Self::spawn(data_dir, "127.0.0.1:0", "127.0.0.1:0", None, false, None)
+    }
+
+    /// `aisemble-cp serve --config FILE` on ephemeral loopback ports.
+    pub fn serve_with_config(data_dir: &Path, config: &Path) -> Self {
+        Self::spawn(
+            data_dir,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            None,
+            false,
+            Some(config.to_owned()),
+        )
     }
 
     /// `aisemble-cp quickstart` on ephemeral loopback ports.
     pub fn quickstart(data_dir: &Path) -> Self {
-        Self::spawn(data_dir, "127.0.0.1:0", "127.0.0.1:0", None, true)
+        Self::spawn(data_dir, "127.0.0.1:0", "127.0.0.1:0", None, true, None)
     }
 
     fn spawn(
@@ -132,9 +158,14 @@ impl ControlPlane {
         quic: &str,
         token: Option<String>,
         quickstart: bool,
+        config: Option<PathBuf>,
     ) -> Self {
-        let mut child = Command::new(&binaries().control_plane)
-            .arg(if quickstart { "quickstart" } else { "serve" })
+        let mut command = Command::new(&binaries().control_plane);
+        command.arg(if quickstart { "quickstart" } else { "serve" });
+        if let Some(config) = &config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .args([
                 "--http",
                 http,
@@ -199,6 +230,7 @@ impl ControlPlane {
             stdout,
             stderr,
             quickstart,
+            config,
         }
     }
 
@@ -231,6 +263,7 @@ impl ControlPlane {
             &self.quic.to_string(),
             Some(self.token.clone()),
             self.quickstart,
+            self.config.clone(),
         );
         *self = next;
     }

@@ -70,13 +70,65 @@ pub struct IntegrationSpec {
     pub index: usize,
     /// Whether resolved alerts are sent.
     pub send_resolved: bool,
+    /// Resend unchanged firing alerts at least this often (an Alertmanager resolves alerts it
+    /// stops hearing about), whatever the route's `repeat_interval`.
+    pub resend_every_ms: Option<i64>,
 }
 
 impl IntegrationSpec {
-    /// `slack[0]`.
-    pub fn name(&self) -> String {
-        format!("{}[{}]", self.kind, self.index)
+    /// An integration that follows the route's timings.
+    pub fn new(kind: &str, index: usize, send_resolved: bool) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            index,
+            send_resolved,
+            resend_every_ms: None,
+        }
     }
+
+    /// `slack`, `slack[1]`: the kind, and the position for the second one of a kind on.
+    pub fn name(&self) -> String {
+        if self.index == 0 {
+            self.kind.clone()
+        } else {
+            format!("{}[{}]", self.kind, self.index)
+        }
+    }
+}
+
+/// Why an alert is muted at `now`: the ids of the silences muting it, and the fingerprints of
+/// the firing alerts that inhibit it.
+pub fn muted_by<'a>(
+    labels: &LabelMap,
+    silences: &Silences,
+    inhibit: &[InhibitRule],
+    alerts: impl Iterator<Item = &'a DispatchAlert> + Clone,
+    now: i64,
+) -> (Vec<String>, Vec<String>) {
+    let silenced = silences.muting(labels, now);
+    let fingerprint = super::state::fingerprint(labels);
+    let mut inhibited = Vec::new();
+    for rule in inhibit {
+        if !all_match(&rule.target, labels) {
+            continue;
+        }
+        for source in alerts.clone() {
+            if source.fingerprint == fingerprint
+                || source.resolved(now)
+                || !all_match(&rule.source, &source.labels)
+            {
+                continue;
+            }
+            let equal = rule
+                .equal
+                .iter()
+                .all(|name| source.labels.get(name) == labels.get(name));
+            if equal && !inhibited.contains(&source.fingerprint) {
+                inhibited.push(source.fingerprint.clone());
+            }
+        }
+    }
+    (silenced, inhibited)
 }
 
 /// A notification log entry: what one integration was last told about one group.
@@ -261,38 +313,19 @@ impl Dispatcher {
             .min()
     }
 
-    /// Why an alert is muted now: the ids of silences muting it, and the fingerprints of the
-    /// alerts inhibiting it.
+    /// Why an alert is muted now (see [`muted_by`]).
     pub fn muted_by(
         &self,
         labels: &LabelMap,
         silences: &Silences,
         now: i64,
     ) -> (Vec<String>, Vec<String>) {
-        let silenced = silences.muting(labels, now);
-        let fingerprint = super::state::fingerprint(labels);
-        let mut inhibited = Vec::new();
-        for rule in &self.inhibit {
-            if !all_match(&rule.target, labels) {
-                continue;
-            }
-            for source in self.alerts.values() {
-                if source.fingerprint == fingerprint
-                    || source.resolved(now)
-                    || !all_match(&rule.source, &source.labels)
-                {
-                    continue;
-                }
-                let equal = rule
-                    .equal
-                    .iter()
-                    .all(|name| source.labels.get(name) == labels.get(name));
-                if equal && !inhibited.contains(&source.fingerprint) {
-                    inhibited.push(source.fingerprint.clone());
-                }
-            }
-        }
-        (silenced, inhibited)
+        muted_by(labels, silences, &self.inhibit, self.alerts.values(), now)
+    }
+
+    /// The inhibition rules in force.
+    pub fn inhibit_rules(&self) -> &[InhibitRule] {
+        &self.inhibit
     }
 
     /// Flushes every group that is due; returns what must be sent.
@@ -331,6 +364,7 @@ impl Dispatcher {
             for integration in self.receivers.get(&receiver).into_iter().flatten() {
                 let log_key = (key.clone(), receiver.clone(), integration.name());
                 let entry = self.nflog.get(&log_key);
+                let repeat = integration.resend_every_ms.map_or(repeat, |r| r.min(repeat));
                 if !needs_update(
                     entry,
                     &firing,

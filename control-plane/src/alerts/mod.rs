@@ -8,13 +8,18 @@
 //!   matchers, silences, inhibition, aggregation groups and notification log, pure.
 //! - [`unittest`] runs promtool's rule unit-test files (`aisemble-cp rules test`).
 
+pub mod config;
 pub mod dispatch;
+pub mod engine;
 pub mod gofmt;
 pub mod group;
 pub mod matcher;
+pub mod notify;
 pub mod route;
 pub mod rules;
 pub mod silence;
 pub mod state;
 pub mod template;
 pub mod unittest;
+pub mod manager;
+pub mod persist;

@@ -190,7 +190,7 @@ fn run_file(path: &Path, warnings: &mut String) -> Result<(), Vec<String>> {
         } else {
             base.join(pattern)
         };
-        let matches = glob(&joined);
+        let matches = glob_path(&joined);
         if matches.is_empty() {
             let _ = writeln!(
                 warnings,
@@ -233,7 +233,7 @@ fn run_file(path: &Path, warnings: &mut String) -> Result<(), Vec<String>> {
 }
 
 /// Files matching a path whose last component may hold `*` and `?`.
-fn glob(pattern: &Path) -> Vec<PathBuf> {
+pub fn glob_path(pattern: &Path) -> Vec<PathBuf> {
     let Some(name) = pattern.file_name().and_then(|n| n.to_str()) else {
         return Vec::new();
     };

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable message.
     pub message: String,
+    /// Structured detail (e.g. every problem of a refused rule file with its position).
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -31,6 +33,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
             message: message.into(),
+            details: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
             message: message.into(),
+            details: None,
         }
     }
 
@@ -49,6 +53,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message: message.into(),
+            details: None,
         }
     }
 
@@ -58,6 +63,7 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             code: "forbidden",
             message: message.into(),
+            details: None,
         }
     }
 
@@ -68,7 +74,25 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "internal error; see the control plane's log".into(),
+            details: None,
         }
+    }
+
+    /// 422: well-formed but invalid (a rule file that does not validate, a bad silence).
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "unprocessable_entity",
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Adds structured detail to the body.
+    #[must_use]
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
 }
 
@@ -119,13 +143,17 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
                 status,
                 code,
                 message,
+                details: None,
             }
         }
         None => return response,
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "error": { "code": error.code, "message": error.message, "request_id": request_id }
     });
+    if let Some(details) = error.details {
+        body["error"]["details"] = details;
+    }
     let mut out = Response::new(Body::from(body.to_string()));
     *out.status_mut() = error.status;
     out.headers_mut().insert(

@@ -73,6 +73,13 @@ pub(super) fn render(state: &AppState) -> Vec<u8> {
     let mut families: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (labels, _, value) in state.store.latest(since) {
         let name = labels.metric_name();
+        // The control plane's own series are query-only: alert state, and the per-host
+        // agent_up that the gauge above already shows per agent.
+        if matches!(name, "ALERTS" | "ALERTS_FOR_STATE" | "aisemble_agent_up")
+            || crate::query::is_stale_marker(value)
+        {
+            continue;
+        }
         let family_name = metrics::fleet_metric(name)
             .map_or(name, |m| m.name)
             .to_owned();

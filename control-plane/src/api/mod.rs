@@ -5,6 +5,7 @@
 //! `/api/v1` route requires a bearer token of at least the route's role; `/metrics` does when
 //! configured. Bodies are capped at 1 MiB and requests time out after 30 s.
 
+mod alerts;
 mod dashboard;
 mod error;
 mod exposition;
@@ -38,6 +39,7 @@ use tower_http::{
 };
 
 use crate::{
+    alerts::engine::Alerting,
     auth::{Auth, Role},
     ingest::IngestContext,
     registry::Registry,
@@ -66,6 +68,8 @@ pub struct AppState {
     pub started: Instant,
     /// Command id source.
     pub command_ids: Arc<AtomicU64>,
+    /// Rules, alerts, silences, routing.
+    pub alerting: Alerting,
 }
 
 impl AppState {
@@ -97,6 +101,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/series", get(prom::series).post(prom::series))
         .route("/api/v1/labels", get(prom::labels).post(prom::labels))
         .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/api/v1/rules", get(alerts::prometheus_rules))
+        .route("/api/v1/alerts", get(alerts::prometheus_alerts))
+        .route("/ops/alerts", get(alerts::list))
+        .route("/ops/alerts/rules", get(alerts::rules))
+        .route("/ops/silences", get(alerts::silences))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Viewer),
             require,
@@ -104,12 +113,15 @@ pub fn router(state: AppState) -> Router {
     let operator = Router::new()
         .route("/ops/monitoring/start", post(ops::monitoring_start))
         .route("/ops/monitoring/stop", post(ops::monitoring_stop))
+        .route("/ops/silences", post(alerts::post_silence))
+        .route("/ops/silences/{id}", axum::routing::delete(alerts::delete_silence))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Operator),
             require,
         ));
     let admin = Router::new()
         .route("/ops/agents/{id}/revoke", post(ops::revoke))
+        .route("/ops/alerts/rules", axum::routing::put(alerts::put_rules))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Admin),
             require,

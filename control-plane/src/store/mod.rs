@@ -61,6 +61,10 @@ use head::day_of;
 use index::Index;
 use persist::{chunk_key, wal_key, watermark_key};
 
+/// The WAL writer name of the control plane's own series (rule outputs, `ALERTS`, per-agent
+/// `aisemble_agent_up`): not a valid agent name, so no certificate can claim it.
+pub const LOCAL_WRITER: &str = "@control-plane";
+
 /// How the store behaves.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -224,10 +228,18 @@ struct Inner {
     options: StoreOptions,
 }
 
+/// The control plane's own writer: its sequence numbers and series cache.
+#[derive(Debug)]
+struct LocalWriter {
+    next_seq: u64,
+    resolver: SeriesResolver,
+}
+
 /// The store. Clones share it.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    local: Arc<tokio::sync::Mutex<LocalWriter>>,
     writer: flume::Sender<WriterMessage>,
     checkpointer: flume::Sender<CheckpointMessage>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -376,8 +388,15 @@ impl Store {
                 .spawn(move || checkpoint_inner.run_checkpointer(&checkpoint_rx))
                 .map_err(spawn_error)?,
         ];
+        let local = LocalWriter {
+            next_seq: lock(&inner.watermarks)
+                .get(LOCAL_WRITER)
+                .map_or(1, |w| w.upto + 1),
+            resolver: SeriesResolver::for_writer(Arc::clone(&inner.index), LOCAL_WRITER),
+        };
         Ok(Self {
             inner,
+            local: Arc::new(tokio::sync::Mutex::new(local)),
             writer,
             checkpointer,
             threads: Arc::new(Mutex::new(threads)),
@@ -414,6 +433,73 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(PendingCommit(wait))
+    }
+
+    /// Writes the control plane's own samples at `t` (ms), with exactly the labels given
+    /// (`__name__` included), through the WAL like an agent's batch: durable once the returned
+    /// commit completes, replayed after a crash, deduplicated by sequence number.
+    ///
+    /// # Errors
+    /// When the store is shutting down or the samples do not encode.
+    ///
+    /// # Cancel safety
+    /// If cancelled before it completes, nothing was queued.
+    pub async fn write_local(
+        &self,
+        t: i64,
+        samples: &[(Vec<(String, String)>, f64)],
+    ) -> Result<PendingCommit, StoreError> {
+        use aisemble_shared::{
+            codec,
+            wire::{Compression, JournalEntry, MetricRecord, Record, Sample},
+        };
+        let record = Record::Metrics(MetricRecord {
+            timestamp_ms: t,
+            samples: samples
+                .iter()
+                .map(|(labels, v)| {
+                    let name = labels
+                        .iter()
+                        .find(|(k, _)| k == aisemble_shared::metrics::METRIC_NAME_LABEL)
+                        .map_or("", |(_, v)| v.as_str());
+                    labels
+                        .iter()
+                        .filter(|(k, _)| k != aisemble_shared::metrics::METRIC_NAME_LABEL)
+                        .fold(Sample::new(name, *v), |s, (k, v)| s.with_label(k, v))
+                })
+                .collect(),
+        });
+        let encode = |e: codec::CodecError| StoreError::Storage(format!("encoding: {e}"));
+        let mut local = self.local.lock().await;
+        let seq = local.next_seq;
+        let payload = codec::encode_entries(
+            &[JournalEntry {
+                seq,
+                record: codec::encode_record(&record).map_err(encode)?,
+            }],
+            Compression::Zstd,
+        )
+        .map_err(encode)?;
+        let decoded = local
+            .resolver
+            .decode_batch(&payload, Compression::Zstd, seq, seq, seq)
+            .map_err(|e| StoreError::Storage(format!("decoding own batch: {e}")))?;
+        let pending = self
+            .submit(CommitBatch {
+                wal: WalEntry {
+                    agent: LOCAL_WRITER.into(),
+                    journal_id: 1,
+                    first_new_seq: seq,
+                    last_seq: seq,
+                    compression: Compression::Zstd,
+                    payload,
+                },
+                samples: decoded.samples,
+                events: Vec::new(),
+            })
+            .await?;
+        local.next_seq = seq + 1;
+        Ok(pending)
     }
 
     /// Series matching every matcher, with their samples in `[mint, maxt]`. Blocking (reads sled).
@@ -617,7 +703,9 @@ impl Inner {
             };
             let resolver = resolvers
                 .entry(entry.agent.clone())
-                .or_insert_with(|| SeriesResolver::new(Arc::clone(&self.index), &entry.agent));
+                .or_insert_with(|| {
+                    SeriesResolver::for_writer(Arc::clone(&self.index), &entry.agent)
+                });
             match resolver.decode_batch(
                 &entry.payload,
                 entry.compression,

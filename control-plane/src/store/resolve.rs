@@ -61,7 +61,9 @@ pub enum DecodeError {
 #[derive(Debug)]
 pub struct SeriesResolver {
     index: Arc<RwLock<Index>>,
-    host: String,
+    /// The certificate's name, forced as `host`; `None` for the control plane's own writer,
+    /// whose series carry the labels they were written with.
+    host: Option<String>,
     cache: HashMap<CacheKey, Arc<Series>>,
 }
 
@@ -124,8 +126,22 @@ impl SeriesResolver {
     pub fn new(index: Arc<RwLock<Index>>, host: &str) -> Self {
         Self {
             index,
-            host: host.to_owned(),
+            host: Some(host.to_owned()),
             cache: HashMap::new(),
+        }
+    }
+
+    /// The resolver for a WAL entry's writer: an agent's (host forced), or the control plane's
+    /// own ([`super::LOCAL_WRITER`], labels kept).
+    pub fn for_writer(index: Arc<RwLock<Index>>, writer: &str) -> Self {
+        if writer == super::LOCAL_WRITER {
+            Self {
+                index,
+                host: None,
+                cache: HashMap::new(),
+            }
+        } else {
+            Self::new(index, writer)
         }
     }
 
@@ -140,10 +156,12 @@ impl SeriesResolver {
         let mut pairs: Vec<(&str, &str)> = sample
             .labels
             .iter()
-            .filter(|l| l.name != HOST_LABEL)
+            .filter(|l| self.host.is_none() || l.name != HOST_LABEL)
             .map(|l| (l.name, l.value))
             .collect();
-        pairs.push((HOST_LABEL, &self.host));
+        if let Some(host) = &self.host {
+            pairs.push((HOST_LABEL, host));
+        }
         let series = {
             let mut index = self
                 .index

@@ -1,6 +1,7 @@
 //! End-to-end acceptance tests (telemetry pipeline; health checks and inference metrics). Every
 //! test starts real processes and talks real HTTP and mutual-TLS QUIC on loopback.
 
+mod alerts;
 mod checks;
 mod config_errors;
 mod examples;

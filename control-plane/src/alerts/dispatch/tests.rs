@@ -25,16 +25,8 @@ fn dispatcher(send_resolved: bool) -> Dispatcher {
     let receivers = HashMap::from([(
         "team".to_owned(),
         vec![
-            IntegrationSpec {
-                kind: "slack".into(),
-                index: 0,
-                send_resolved: true,
-            },
-            IntegrationSpec {
-                kind: "email".into(),
-                index: 0,
-                send_resolved,
-            },
+            IntegrationSpec::new("slack", 0, true),
+            IntegrationSpec::new("email", 0, send_resolved),
         ],
     )]);
     Dispatcher::new(tree, inhibit, receivers)
@@ -83,7 +75,7 @@ fn notifies_after_group_wait_then_only_on_news_or_repeat() {
     assert_eq!(d.next_deadline(), Some(WAIT));
     let jobs = d.poll(WAIT, &none);
     assert_eq!(jobs.len(), 1);
-    assert_eq!(names(&jobs[0]), ["slack[0]", "email[0]"]);
+    assert_eq!(names(&jobs[0]), ["slack", "email"]);
     assert_eq!(jobs[0].group_key, "{}:{alertname=\"HighCpu\", host=\"a\"}");
     assert_eq!(jobs[0].integrations[0].alerts.len(), 1);
     assert!(d.poll(WAIT + 1, &none).is_empty(), "in flight");
@@ -151,12 +143,12 @@ fn failed_deliveries_are_retried_at_the_next_flush() {
     let none = Silences::default();
     d.ingest(vec![alert("X", "a", "warning", 0, None)], 0);
     let jobs = d.poll(WAIT, &none);
-    d.complete(&jobs[0], &["email[0]".to_owned()], WAIT);
+    d.complete(&jobs[0], &["email".to_owned()], WAIT);
     let jobs = d.poll(WAIT + INTERVAL, &none);
     assert_eq!(jobs.len(), 1);
     assert_eq!(
         names(&jobs[0]),
-        ["slack[0]"],
+        ["slack"],
         "only the integration that failed"
     );
 }
