@@ -1,4 +1,5 @@
 //! The Ai-semble Ops control plane.
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod commands;

@@ -1,0 +1,3 @@
+//! Alerting: rules, evaluation, routing and notification.
+
+pub mod notify;
