@@ -481,3 +481,5 @@ pub(crate) fn html_escape(text: &str) -> String {
     out
 }
 
+#[cfg(test)]
+mod tests;
