@@ -159,8 +159,8 @@ pub struct AlertingSettings {
     pub evaluation_interval: Duration,
     /// Alertmanager-format routing config.
     pub alertmanager_config: Option<PathBuf>,
-    /// Link target of notifications.
-    pub external_url: String,
+    /// Link target of notifications; `None`: `http://` and the bound HTTP address.
+    pub external_url: Option<String>,
     /// Template labels.
     pub external_labels: std::collections::BTreeMap<String, String>,
     /// Retry budget of one notification.
@@ -323,10 +323,7 @@ impl Settings {
                 .collect(),
             evaluation_interval,
             alertmanager_config: file.alerting.alertmanager_config.map(&relative),
-            external_url: file
-                .alerting
-                .external_url
-                .unwrap_or_else(|| format!("http://{http}")),
+            external_url: file.alerting.external_url,
             external_labels: file.alerting.external_labels.unwrap_or_default(),
             notification_retry_for: file
                 .alerting

@@ -112,11 +112,15 @@ impl ControlPlane {
         let http = listener.local_addr()?;
 
         let alert_store = AlertStore::open(&store).context("opening the alert state")?;
+        let mut alerting_settings = settings.alerting.clone();
+        alerting_settings
+            .external_url
+            .get_or_insert_with(|| format!("http://{http}"));
         let manager = {
             let (store, registry, settings) = (
                 store.clone(),
                 Arc::clone(&registry),
-                settings.alerting.clone(),
+                alerting_settings.clone(),
             );
             tokio::task::spawn_blocking(move || {
                 RuleManager::open(store, registry, settings, alert_store)
@@ -125,12 +129,10 @@ impl ControlPlane {
             .context("opening the alert rules")?
         };
         let (alerting, alerting_tasks) = {
-            let (settings, registry) = (settings.alerting.clone(), telemetry.registry().clone());
-            tokio::task::spawn_blocking(move || {
-                Alerting::open(manager, &settings, &registry)
-            })
-            .await?
-            .context("loading the alert routing")?
+            let (settings, registry) = (alerting_settings, telemetry.registry().clone());
+            tokio::task::spawn_blocking(move || Alerting::open(manager, &settings, &registry))
+                .await?
+                .context("loading the alert routing")?
         };
         let state = AppState {
             store: store.clone(),

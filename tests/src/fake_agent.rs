@@ -7,10 +7,16 @@ use std::{path::Path, time::Duration};
 
 use aisemble_shared::{
     codec::{self, FrameDecoder},
-    wire::{AgentMessage, Batch, BufferStats, Compression, ControlMessage, JournalEntry, MetricRecord, Record, Sample},
+    wire::{
+        AgentMessage, Batch, BufferStats, Compression, ControlMessage, JournalEntry, MetricRecord,
+        Record, Sample,
+    },
 };
 
 use crate::{process::ControlPlane, quic};
+
+/// One sample to send: metric name, labels, value.
+pub type TestSample<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 
 /// A connected scripted agent.
 #[derive(Debug)]
@@ -43,9 +49,14 @@ impl FakeAgent {
         let (mut send, mut recv) = connection.open_bi().await.expect("stream");
         // A journal id of its own per connection: sequence numbers start again at 1.
         let journal_id = u64::from(std::process::id()) << 20 | u64::from(rand_u16());
-        send.write_all(&quic::frame(&quic::hello(journal_id))).await.expect("hello");
+        send.write_all(&quic::frame(&quic::hello(journal_id)))
+            .await
+            .expect("hello");
         let mut decoder = FrameDecoder::new(codec::DEFAULT_MAX_FRAME_BYTES);
-        match quic::read_message(&mut recv, &mut decoder).await.expect("welcome") {
+        match quic::read_message(&mut recv, &mut decoder)
+            .await
+            .expect("welcome")
+        {
             ControlMessage::Welcome(_) => {}
             other => panic!("{name}: expected Welcome, got {other:?}"),
         }
@@ -64,7 +75,7 @@ impl FakeAgent {
     ///
     /// # Panics
     /// When the control plane does not acknowledge it within 10 s.
-    pub async fn send(&mut self, t_ms: i64, samples: &[(&str, &[(&str, &str)], f64)]) {
+    pub async fn send(&mut self, t_ms: i64, samples: &[TestSample<'_>]) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let record = Record::Metrics(MetricRecord {
@@ -93,11 +104,21 @@ impl FakeAgent {
             payload,
             buffer: BufferStats::default(),
         });
-        self.send.write_all(&quic::frame(&batch)).await.expect("batch");
+        self.send
+            .write_all(&quic::frame(&batch))
+            .await
+            .expect("batch");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            assert!(tokio::time::Instant::now() < deadline, "{}: no ack for seq {seq}", self.name);
-            match quic::read_message(&mut self.recv, &mut self.decoder).await.expect("reply") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: no ack for seq {seq}",
+                self.name
+            );
+            match quic::read_message(&mut self.recv, &mut self.decoder)
+                .await
+                .expect("reply")
+            {
                 ControlMessage::Ack(ack) if ack.upto >= seq => return,
                 _ => {}
             }

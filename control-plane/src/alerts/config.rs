@@ -52,7 +52,11 @@ impl RoutingConfig {
             tree: RouteTree::single(
                 "default",
                 GroupBy::Labels(vec!["alertname".into(), "host".into()]),
-                [DEFAULT_GROUP_WAIT, DEFAULT_GROUP_INTERVAL, DEFAULT_REPEAT_INTERVAL],
+                [
+                    DEFAULT_GROUP_WAIT,
+                    DEFAULT_GROUP_INTERVAL,
+                    DEFAULT_REPEAT_INTERVAL,
+                ],
             ),
             inhibit,
             receivers: vec![ReceiverConfig {
@@ -78,7 +82,11 @@ impl RoutingConfig {
             let message = e.to_string();
             format!(
                 "{file}: {position}{}",
-                message.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim()
+                message
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("invalid YAML")
+                    .trim()
             )
         })?;
         let bad = |message: String| format!("{file}: {message}");
@@ -86,7 +94,9 @@ impl RoutingConfig {
             return Err(bad("`templates`: custom notification templates are not supported; remove them (messages use built-in layouts)".into()));
         }
         if !raw.time_intervals.is_empty() || !raw.mute_time_intervals.is_empty() {
-            return Err(bad("`time_intervals`: time-based muting is not supported; use silences".into()));
+            return Err(bad(
+                "`time_intervals`: time-based muting is not supported; use silences".into(),
+            ));
         }
         let global = raw.global.unwrap_or_default();
         let mut receivers = Vec::new();
@@ -95,15 +105,24 @@ impl RoutingConfig {
                 return Err(bad("`receivers`: each receiver is a mapping".into()));
             };
             global.apply(map);
-            let parsed: ReceiverConfig = serde_json::from_value(receiver.clone())
-                .map_err(|e| bad(format!("receiver {}: {e}", receiver.get("name").and_then(|n| n.as_str()).unwrap_or("?"))))?;
-            if receivers.iter().any(|r: &ReceiverConfig| r.name == parsed.name) {
+            let parsed: ReceiverConfig = serde_json::from_value(receiver.clone()).map_err(|e| {
+                bad(format!(
+                    "receiver {}: {e}",
+                    receiver.get("name").and_then(|n| n.as_str()).unwrap_or("?")
+                ))
+            })?;
+            if receivers
+                .iter()
+                .any(|r: &ReceiverConfig| r.name == parsed.name)
+            {
                 return Err(bad(format!("receiver {:?} is defined twice", parsed.name)));
             }
             receivers.push(parsed);
         }
         let Some(root) = raw.route else {
-            return Err(bad("`route` is required (at least `route: {receiver: NAME}`)".into()));
+            return Err(bad(
+                "`route` is required (at least `route: {receiver: NAME}`)".into(),
+            ));
         };
         if !root.matchers.is_empty() || !root.match_equal.is_empty() || !root.match_re.is_empty() {
             return Err(bad("the root route must not have matchers".into()));
@@ -114,21 +133,36 @@ impl RoutingConfig {
         let defaults = Inherited {
             receiver: root_receiver.clone(),
             group_by: GroupBy::Labels(Vec::new()),
-            timings: [DEFAULT_GROUP_WAIT, DEFAULT_GROUP_INTERVAL, DEFAULT_REPEAT_INTERVAL],
+            timings: [
+                DEFAULT_GROUP_WAIT,
+                DEFAULT_GROUP_INTERVAL,
+                DEFAULT_REPEAT_INTERVAL,
+            ],
         };
         let mut tree = RouteTree { routes: Vec::new() };
         flatten(&root, &defaults, None, &mut tree).map_err(&bad)?;
         for route in &tree.routes {
             if !receivers.iter().any(|r| r.name == route.receiver) {
-                return Err(bad(format!("route {} uses receiver {:?}, which is not defined", route.key, route.receiver)));
+                return Err(bad(format!(
+                    "route {} uses receiver {:?}, which is not defined",
+                    route.key, route.receiver
+                )));
             }
         }
         let mut inhibit = Vec::new();
         for (i, rule) in raw.inhibit_rules.into_iter().enumerate() {
-            let source = matchers(&rule.source_matchers, &rule.source_match, &rule.source_match_re)
-                .map_err(|e| bad(format!("inhibit_rules[{i}]: {e}")))?;
-            let target = matchers(&rule.target_matchers, &rule.target_match, &rule.target_match_re)
-                .map_err(|e| bad(format!("inhibit_rules[{i}]: {e}")))?;
+            let source = matchers(
+                &rule.source_matchers,
+                &rule.source_match,
+                &rule.source_match_re,
+            )
+            .map_err(|e| bad(format!("inhibit_rules[{i}]: {e}")))?;
+            let target = matchers(
+                &rule.target_matchers,
+                &rule.target_match,
+                &rule.target_match_re,
+            )
+            .map_err(|e| bad(format!("inhibit_rules[{i}]: {e}")))?;
             inhibit.push(InhibitRule {
                 source,
                 target,
@@ -177,7 +211,12 @@ struct Inherited {
     timings: [Duration; 3],
 }
 
-fn flatten(raw: &RawRoute, parent: &Inherited, parent_key: Option<&str>, tree: &mut RouteTree) -> Result<usize, String> {
+fn flatten(
+    raw: &RawRoute,
+    parent: &Inherited,
+    parent_key: Option<&str>,
+    tree: &mut RouteTree,
+) -> Result<usize, String> {
     if !raw.mute_time_intervals.is_empty() || !raw.active_time_intervals.is_empty() {
         return Err("route time intervals are not supported; use silences".into());
     }
@@ -188,7 +227,10 @@ fn flatten(raw: &RawRoute, parent: &Inherited, parent_key: Option<&str>, tree: &
         None => own,
         Some(parent) => format!("{parent}/{own}"),
     };
-    let duration = |field: &str, value: &Option<String>, default: Duration| -> Result<Duration, String> {
+    let duration = |field: &str,
+                    value: &Option<String>,
+                    default: Duration|
+     -> Result<Duration, String> {
         match value {
             None => Ok(default),
             Some(text) => parse_duration(text).map_err(|e| format!("route {key}: {field}: {e}")),
@@ -205,10 +247,15 @@ fn flatten(raw: &RawRoute, parent: &Inherited, parent_key: Option<&str>, tree: &
         duration("repeat_interval", &raw.repeat_interval, parent.timings[2])?,
     ];
     if timings[1].is_zero() || timings[2].is_zero() {
-        return Err(format!("route {key}: group_interval and repeat_interval must be greater than 0"));
+        return Err(format!(
+            "route {key}: group_interval and repeat_interval must be greater than 0"
+        ));
     }
     let inherited = Inherited {
-        receiver: raw.receiver.clone().unwrap_or_else(|| parent.receiver.clone()),
+        receiver: raw
+            .receiver
+            .clone()
+            .unwrap_or_else(|| parent.receiver.clone()),
         group_by,
         timings,
     };
@@ -231,7 +278,11 @@ fn flatten(raw: &RawRoute, parent: &Inherited, parent_key: Option<&str>, tree: &
     Ok(idx)
 }
 
-fn matchers(list: &[String], equal: &BTreeMap<String, String>, regex: &BTreeMap<String, String>) -> Result<Vec<Matcher>, String> {
+fn matchers(
+    list: &[String],
+    equal: &BTreeMap<String, String>,
+    regex: &BTreeMap<String, String>,
+) -> Result<Vec<Matcher>, String> {
     let mut out = Vec::new();
     for text in list {
         out.extend(super::matcher::parse_list(text).map_err(|e| e.to_string())?);
@@ -294,7 +345,10 @@ impl Global {
     /// Fills a receiver's integrations' unset fields from the globals, as Alertmanager does.
     fn apply(&self, receiver: &mut serde_json::Map<String, serde_json::Value>) {
         let _ = &self.resolve_timeout;
-        let fill = |config: &mut serde_json::Value, key: &str, value: Option<serde_json::Value>, unless: &[&str]| {
+        let fill = |config: &mut serde_json::Value,
+                    key: &str,
+                    value: Option<serde_json::Value>,
+                    unless: &[&str]| {
             if let (Some(map), Some(value)) = (config.as_object_mut(), value)
                 && !map.contains_key(key)
                 && !unless.iter().any(|u| map.contains_key(*u))
@@ -308,16 +362,46 @@ impl Global {
                 fill(config, "smarthost", string(&self.smtp_smarthost), &[]);
                 fill(config, "from", string(&self.smtp_from), &[]);
                 fill(config, "hello", string(&self.smtp_hello), &[]);
-                fill(config, "auth_username", string(&self.smtp_auth_username), &[]);
-                fill(config, "auth_password", string(&self.smtp_auth_password), &["auth_password_file", "auth_password_env"]);
-                fill(config, "auth_password_file", string(&self.smtp_auth_password_file), &["auth_password", "auth_password_env"]);
-                fill(config, "require_tls", self.smtp_require_tls.map(serde_json::Value::Bool), &[]);
+                fill(
+                    config,
+                    "auth_username",
+                    string(&self.smtp_auth_username),
+                    &[],
+                );
+                fill(
+                    config,
+                    "auth_password",
+                    string(&self.smtp_auth_password),
+                    &["auth_password_file", "auth_password_env"],
+                );
+                fill(
+                    config,
+                    "auth_password_file",
+                    string(&self.smtp_auth_password_file),
+                    &["auth_password", "auth_password_env"],
+                );
+                fill(
+                    config,
+                    "require_tls",
+                    self.smtp_require_tls.map(serde_json::Value::Bool),
+                    &[],
+                );
             }
         }
         if let Some(serde_json::Value::Array(configs)) = receiver.get_mut("slack_configs") {
             for config in configs {
-                fill(config, "api_url", string(&self.slack_api_url), &["api_url_file", "api_url_env"]);
-                fill(config, "api_url_file", string(&self.slack_api_url_file), &["api_url", "api_url_env"]);
+                fill(
+                    config,
+                    "api_url",
+                    string(&self.slack_api_url),
+                    &["api_url_file", "api_url_env"],
+                );
+                fill(
+                    config,
+                    "api_url_file",
+                    string(&self.slack_api_url_file),
+                    &["api_url", "api_url_env"],
+                );
             }
         }
     }
@@ -414,7 +498,10 @@ inhibit_rules:
 "#;
 
     fn labels(pairs: &[(&str, &str)]) -> LabelMap {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -422,7 +509,10 @@ inhibit_rules:
         let config = RoutingConfig::parse("am.yml", CONFIG).expect("loads");
         assert_eq!(config.tree.routes.len(), 3);
         let root = &config.tree.routes[0];
-        assert_eq!((root.receiver.as_str(), root.group_wait), ("team", Duration::from_secs(10)));
+        assert_eq!(
+            (root.receiver.as_str(), root.group_wait),
+            ("team", Duration::from_secs(10))
+        );
         assert_eq!(root.repeat_interval, DEFAULT_REPEAT_INTERVAL);
         let pager = &config.tree.routes[1];
         assert_eq!(pager.key, "{}/{severity=\"critical\"}");
@@ -431,13 +521,25 @@ inhibit_rules:
         assert_eq!(config.tree.routes[2].group_by, GroupBy::All);
         let critical_db = labels(&[("severity", "critical"), ("service", "db")]);
         assert_eq!(config.tree.matching(&critical_db), [1, 2]);
-        assert_eq!(config.tree.matching(&labels(&[("severity", "warning")])), [0]);
+        assert_eq!(
+            config.tree.matching(&labels(&[("severity", "warning")])),
+            [0]
+        );
         let team = &config.receivers[0];
-        assert_eq!(team.email_configs[0].from, "alerts@example.com", "global default applied");
+        assert_eq!(
+            team.email_configs[0].from, "alerts@example.com",
+            "global default applied"
+        );
         assert_eq!(team.email_configs[0].smarthost, "smtp.example.com:587");
         let specs = config.integration_specs();
-        let pager: Vec<(String, bool)> = specs["pager"].iter().map(|s| (s.name(), s.send_resolved)).collect();
-        assert_eq!(pager, [("slack".to_owned(), true), ("webhook".to_owned(), false)]);
+        let pager: Vec<(String, bool)> = specs["pager"]
+            .iter()
+            .map(|s| (s.name(), s.send_resolved))
+            .collect();
+        assert_eq!(
+            pager,
+            [("slack".to_owned(), true), ("webhook".to_owned(), false)]
+        );
         assert_eq!(specs["dba"][0].resend_every_ms, Some(60_000));
         assert_eq!(config.inhibit.len(), 1);
     }
@@ -445,14 +547,35 @@ inhibit_rules:
     #[test]
     fn unsupported_or_wrong_configs_are_refused() {
         for (text, needle) in [
-            ("route: {receiver: x}\nreceivers: [{name: y}]\n", "receiver \"x\", which is not defined"),
-            ("receivers: [{name: y}]\n", "`route` is required"),
-            ("route: {receiver: y, matchers: ['a=b']}\nreceivers: [{name: y}]\n", "root route must not have matchers"),
-            ("route: {receiver: y}\nreceivers: [{name: y, pagerduty_configs: []}]\n", "receiver y: unknown field"),
-            ("route: {receiver: y}\nreceivers: [{name: y}]\ntemplates: ['x.tmpl']\n", "templates"),
-            ("route: {receiver: y, group_wait: soon}\nreceivers: [{name: y}]\n", "group_wait"),
-            ("route: {receiver: y, routes: [{matchers: ['a=~(']}]}\nreceivers: [{name: y}]\n", "bad matcher"),
-            ("route: {receiver: y}\nreceivers: [{name: y}, {name: y}]\n", "defined twice"),
+            (
+                "route: {receiver: x}\nreceivers: [{name: team}]\n",
+                "receiver \"x\", which is not defined",
+            ),
+            ("receivers: [{name: team}]\n", "`route` is required"),
+            (
+                "route: {receiver: team, matchers: ['a=b']}\nreceivers: [{name: team}]\n",
+                "root route must not have matchers",
+            ),
+            (
+                "route: {receiver: team}\nreceivers: [{name: team, pagerduty_configs: []}]\n",
+                "receiver team: unknown field",
+            ),
+            (
+                "route: {receiver: team}\nreceivers: [{name: team}]\ntemplates: ['x.tmpl']\n",
+                "templates",
+            ),
+            (
+                "route: {receiver: team, group_wait: soon}\nreceivers: [{name: team}]\n",
+                "group_wait",
+            ),
+            (
+                "route: {receiver: team, routes: [{matchers: ['a=~(']}]}\nreceivers: [{name: team}]\n",
+                "bad matcher",
+            ),
+            (
+                "route: {receiver: team}\nreceivers: [{name: team}, {name: team}]\n",
+                "defined twice",
+            ),
             ("route: [\n", "am.yml: "),
         ] {
             let error = RoutingConfig::parse("am.yml", text).expect_err(text);

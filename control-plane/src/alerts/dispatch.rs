@@ -364,7 +364,9 @@ impl Dispatcher {
             for integration in self.receivers.get(&receiver).into_iter().flatten() {
                 let log_key = (key.clone(), receiver.clone(), integration.name());
                 let entry = self.nflog.get(&log_key);
-                let repeat = integration.resend_every_ms.map_or(repeat, |r| r.min(repeat));
+                let repeat = integration
+                    .resend_every_ms
+                    .map_or(repeat, |r| r.min(repeat));
                 if !needs_update(
                     entry,
                     &firing,

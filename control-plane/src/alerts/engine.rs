@@ -47,9 +47,12 @@ pub struct IntegrationStatus {
     pub circuit: &'static str,
 }
 
+/// Deliveries by (receiver, integration).
+type Deliveries = HashMap<(String, String), Arc<Delivery>>;
+
 struct Routing {
     config: RoutingConfig,
-    deliveries: HashMap<(String, String), Arc<Delivery>>,
+    deliveries: Deliveries,
     file_stamp: Option<(SystemTime, u64)>,
     error: Option<String>,
 }
@@ -128,7 +131,7 @@ impl Alerting {
             ..DeliveryPolicy::default()
         };
         let config_path = settings.alertmanager_config.clone();
-        let external_url = settings.external_url.clone();
+        let external_url = settings.external_url.clone().unwrap_or_default();
         let (config, stamp) = match &config_path {
             None => (RoutingConfig::builtin(), None),
             Some(path) => {
@@ -192,7 +195,11 @@ impl Alerting {
 
     /// Every silence, newest first.
     pub fn silences(&self) -> Vec<Silence> {
-        lock(&self.shared.silences).list().into_iter().cloned().collect()
+        lock(&self.shared.silences)
+            .list()
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// Adds or replaces a silence, durably. Blocking.
@@ -229,7 +236,13 @@ impl Alerting {
         let silences = lock(&self.shared.silences);
         let routing = read(&self.shared.routing);
         let alerts = read(&self.shared.dispatched);
-        muted_by(labels, &silences, &routing.config.inhibit, alerts.iter(), now_ms())
+        muted_by(
+            labels,
+            &silences,
+            &routing.config.inhibit,
+            alerts.iter(),
+            now_ms(),
+        )
     }
 
     /// The inhibition rules in force.
@@ -281,7 +294,13 @@ impl AlertingTasks {
             .manager
             .clone()
             .run(self.alerts_tx.clone(), shutdown.clone());
-        let dispatch = run_dispatcher(self.shared, self.alerts, self.wake, self.dispatcher, shutdown);
+        let dispatch = run_dispatcher(
+            self.shared,
+            self.alerts,
+            self.wake,
+            self.dispatcher,
+            shutdown,
+        );
         tokio::join!(manager, dispatch);
     }
 }
@@ -409,21 +428,32 @@ async fn reload_routing(shared: &Arc<Shared>) -> Option<Reconfigured> {
         return None;
     }
     let shared_for_load = Arc::clone(shared);
-    let loaded = tokio::task::spawn_blocking(move || -> Result<(RoutingConfig, HashMap<(String, String), Arc<Delivery>>), String> {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let config = RoutingConfig::parse(&path.display().to_string(), &text)?;
-        let deliveries = build_deliveries(&config, &shared_for_load.policy, &shared_for_load.metrics)
-            .map_err(|e| e.to_string())?;
-        Ok((config, deliveries))
-    })
-    .await
-    .ok()?;
+    let loaded =
+        tokio::task::spawn_blocking(move || -> Result<(RoutingConfig, Deliveries), String> {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let config = RoutingConfig::parse(&path.display().to_string(), &text)?;
+            let deliveries =
+                build_deliveries(&config, &shared_for_load.policy, &shared_for_load.metrics)
+                    .map_err(|e| e.to_string())?;
+            Ok((config, deliveries))
+        })
+        .await
+        .ok()?;
     let mut routing = write(&shared.routing);
     routing.file_stamp = current;
     match loaded {
         Ok((config, deliveries)) => {
-            info!(receivers = config.receivers.len(), routes = config.tree.routes.len(), "Routing configuration reloaded.");
-            let reconfigured = (config.tree.clone(), config.inhibit.clone(), config.integration_specs());
+            info!(
+                receivers = config.receivers.len(),
+                routes = config.tree.routes.len(),
+                "Routing configuration reloaded."
+            );
+            let reconfigured = (
+                config.tree.clone(),
+                config.inhibit.clone(),
+                config.integration_specs(),
+            );
             routing.config = config;
             routing.deliveries = deliveries;
             routing.error = None;
@@ -446,14 +476,17 @@ fn build_deliveries(
     config: &RoutingConfig,
     policy: &DeliveryPolicy,
     metrics: &NotifierMetrics,
-) -> anyhow::Result<HashMap<(String, String), Arc<Delivery>>> {
+) -> anyhow::Result<Deliveries> {
     let http = http_client(Duration::from_secs(10))?;
     let context = BuildContext::new(http);
     let mut out = HashMap::new();
     for receiver in &config.receivers {
         for delivery in deliveries(receiver, &context, policy, metrics)? {
             out.insert(
-                (delivery.receiver().to_owned(), delivery.integration().to_owned()),
+                (
+                    delivery.receiver().to_owned(),
+                    delivery.integration().to_owned(),
+                ),
                 Arc::new(delivery),
             );
         }
@@ -466,11 +499,20 @@ fn system_time(ms: i64) -> SystemTime {
 }
 
 /// The notification one integration gets for one flush.
-fn notification(job: &FlushJob, alerts: &[DispatchAlert], external_url: &str, now: i64) -> Notification {
+fn notification(
+    job: &FlushJob,
+    alerts: &[DispatchAlert],
+    external_url: &str,
+    now: i64,
+) -> Notification {
     let infos: Vec<AlertInfo> = alerts
         .iter()
         .map(|a| AlertInfo {
-            status: if a.resolved(now) { AlertStatus::Resolved } else { AlertStatus::Firing },
+            status: if a.resolved(now) {
+                AlertStatus::Resolved
+            } else {
+                AlertStatus::Firing
+            },
             labels: a.labels.clone(),
             annotations: a.annotations.clone(),
             starts_at: system_time(a.starts_at),

@@ -349,7 +349,11 @@ impl RuleManager {
                         next_eval: now - now.rem_euclid(interval),
                     });
                 }
-                info!(groups = loaded_groups.len(), rules = n_rules, "Alert rules loaded.");
+                info!(
+                    groups = loaded_groups.len(),
+                    rules = n_rules,
+                    "Alert rules loaded."
+                );
                 rules.groups = loaded_groups;
                 rules.load_errors.clear();
                 true
@@ -367,8 +371,12 @@ impl RuleManager {
     }
 
     fn interval_ms(&self, group: &RuleGroup) -> i64 {
-        crate::query::duration_ms(group.interval.unwrap_or(self.inner.settings.evaluation_interval))
-            .max(1)
+        crate::query::duration_ms(
+            group
+                .interval
+                .unwrap_or(self.inner.settings.evaluation_interval),
+        )
+        .max(1)
     }
 
     /// Runs the evaluation loop until `shutdown`; current alerts go to `alerts` after every
@@ -444,7 +452,7 @@ impl RuleManager {
         let started = std::time::Instant::now();
         let context = EvalContext {
             external_labels: self.inner.settings.external_labels.clone(),
-            external_url: self.inner.settings.external_url.clone(),
+            external_url: self.inner.settings.external_url.clone().unwrap_or_default(),
         };
         let mut rules = lock(&self.inner.rules);
         let mut outputs: BTreeMap<i64, Vec<OutputSample>> = BTreeMap::new();
@@ -456,14 +464,23 @@ impl RuleManager {
                 continue;
             }
             let interval = crate::query::duration_ms(
-                loaded.group.interval.unwrap_or(self.inner.settings.evaluation_interval),
+                loaded
+                    .group
+                    .interval
+                    .unwrap_or(self.inner.settings.evaluation_interval),
             )
             .max(1);
             let ts = loaded.next_eval;
             for (key, runtime) in loaded.keys.iter().zip(&loaded.runtime.rules) {
                 before.insert(key.clone(), persisted(runtime));
             }
-            let output = group::eval_group(&loaded.group, &mut loaded.runtime, &self.inner.store, ts, &context);
+            let output = group::eval_group(
+                &loaded.group,
+                &mut loaded.runtime,
+                &self.inner.store,
+                ts,
+                &context,
+            );
             for (idx, error) in &output.errors {
                 warn!(group = %loaded.group.name, rule = %loaded.group.rules[*idx].name, %error, "Rule evaluation failed.");
             }
@@ -483,7 +500,18 @@ impl RuleManager {
                 };
                 let current = persisted(runtime);
                 let lifecycle = |a: &[PersistedAlert]| -> Vec<_> {
-                    a.iter().map(|p| (p.labels.clone(), p.lifecycle().0.to_owned(), p.lifecycle().1, p.lifecycle().2, p.lifecycle().3, p.lifecycle().4)).collect()
+                    a.iter()
+                        .map(|p| {
+                            (
+                                p.labels.clone(),
+                                p.lifecycle().0.to_owned(),
+                                p.lifecycle().1,
+                                p.lifecycle().2,
+                                p.lifecycle().3,
+                                p.lifecycle().4,
+                            )
+                        })
+                        .collect()
                 };
                 if lifecycle(previous) != lifecycle(&current) {
                     history.extend(history_changes(previous, &current));
@@ -496,7 +524,14 @@ impl RuleManager {
             .iter()
             .flat_map(|g| g.keys.iter().cloned())
             .collect();
-        let alerts = dispatch_alerts(&rules.groups, &self.inner.settings.external_url);
+        let alerts = dispatch_alerts(
+            &rules.groups,
+            self.inner
+                .settings
+                .external_url
+                .as_deref()
+                .unwrap_or_default(),
+        );
         drop(rules);
         let seconds = started.elapsed().as_secs_f64();
         self.refresh_snapshot(Some(now), seconds);
@@ -562,7 +597,11 @@ impl RuleManager {
                             query: rule.expr_text.clone(),
                             duration: rule.hold.as_secs_f64(),
                             keep_firing_for: rule.keep_firing_for.as_secs_f64(),
-                            labels: rule.labels.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect(),
+                            labels: rule
+                                .labels
+                                .iter()
+                                .map(|(k, v, _)| (k.clone(), v.clone()))
+                                .collect(),
                             annotations: rule
                                 .annotations
                                 .iter()
@@ -588,7 +627,11 @@ impl RuleManager {
             groups,
             load_errors: rules.load_errors.clone(),
             last_round_ms: round_at.or(previous.last_round_ms),
-            last_round_seconds: if round_at.is_some() { seconds } else { previous.last_round_seconds },
+            last_round_seconds: if round_at.is_some() {
+                seconds
+            } else {
+                previous.last_round_seconds
+            },
             failing_rules: failing,
         };
         *self
@@ -648,7 +691,10 @@ impl RuleManager {
             .iter()
             .map(|u| OutputSample {
                 labels: [
-                    ("__name__".to_owned(), "aisemble_model_cost_month_to_date_usd".to_owned()),
+                    (
+                        "__name__".to_owned(),
+                        "aisemble_model_cost_month_to_date_usd".to_owned(),
+                    ),
                     ("provider".to_owned(), u.provider.clone()),
                     ("model".to_owned(), u.model.clone()),
                 ]
@@ -679,7 +725,8 @@ fn persisted(runtime: &RuleRuntime) -> Vec<PersistedAlert> {
 
 /// History entries for alerts that started firing or resolved between two states of a rule.
 fn history_changes(before: &[PersistedAlert], after: &[PersistedAlert]) -> Vec<HistoryEntry> {
-    let previous: HashMap<&LabelMap, &PersistedAlert> = before.iter().map(|a| (&a.labels, a)).collect();
+    let previous: HashMap<&LabelMap, &PersistedAlert> =
+        before.iter().map(|a| (&a.labels, a)).collect();
     let mut out = Vec::new();
     for alert in after {
         let Some(fired_at) = alert.fired_at else {
@@ -687,7 +734,8 @@ fn history_changes(before: &[PersistedAlert], after: &[PersistedAlert]) -> Vec<H
         };
         let was = previous.get(&alert.labels);
         let newly_firing = was.is_none_or(|w| w.fired_at != Some(fired_at));
-        let newly_resolved = alert.resolved_at.is_some() && was.is_some_and(|w| w.resolved_at.is_none());
+        let newly_resolved =
+            alert.resolved_at.is_some() && was.is_some_and(|w| w.resolved_at.is_none());
         if newly_firing || newly_resolved {
             out.push(HistoryEntry {
                 fingerprint: fingerprint(&alert.labels),
@@ -751,9 +799,9 @@ fn rule_file_paths(settings: &AlertingSettings) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with('.') && (n.ends_with(".yml") || n.ends_with(".yaml")))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                !n.starts_with('.') && (n.ends_with(".yml") || n.ends_with(".yaml"))
+            })
         })
         .collect();
     paths.sort();

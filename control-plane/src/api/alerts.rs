@@ -49,13 +49,20 @@ fn state_rank(state: &str) -> usize {
 pub(super) fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
 fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
     let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| ApiError::unprocessable(format!("{field}: {text:?} is not an RFC 3339 time (2026-12-01T10:00:00Z)")))?;
+        .map_err(|_| {
+            ApiError::unprocessable(format!(
+                "{field}: {text:?} is not an RFC 3339 time (2026-12-01T10:00:00Z)"
+            ))
+        })?;
     Ok((parsed.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
@@ -108,7 +115,10 @@ fn history_json(entry: &HistoryEntry) -> Value {
 /// critical first; `?severity=`, `?state=` (`firing`, `pending`, `resolved`), `?host=`,
 /// `?label=name=value` or `?match=<matcher>` (repeatable), `?history=N` (past alerts, newest
 /// first; default 50).
-pub(super) async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let pairs = query_pairs(query.as_deref())?;
     let mut matchers: Vec<Matcher> = Vec::new();
     let mut states: Vec<String> = Vec::new();
@@ -121,30 +131,41 @@ pub(super) async fn list(State(state): State<AppState>, RawQuery(query): RawQuer
             ),
             "label" => {
                 let Some((name, v)) = value.split_once('=') else {
-                    return Err(ApiError::bad_request(format!("label: expected name=value, got {value:?}")));
+                    return Err(ApiError::bad_request(format!(
+                        "label: expected name=value, got {value:?}"
+                    )));
                 };
                 matchers.push(
                     Matcher::new(name, crate::alerts::matcher::MatchType::Equal, v)
                         .map_err(|e| ApiError::bad_request(e.to_string()))?,
                 );
             }
-            "match" | "filter" => matchers.extend(parse_list(value).map_err(|e| ApiError::bad_request(e.to_string()))?),
+            "match" | "filter" => matchers
+                .extend(parse_list(value).map_err(|e| ApiError::bad_request(e.to_string()))?),
             "state" => {
                 for s in value.split(',') {
                     let s = match s {
                         "resolved" => "inactive",
                         "firing" | "pending" | "inactive" => s,
-                        other => return Err(ApiError::bad_request(format!("state: {other:?} is not firing, pending or resolved"))),
+                        other => {
+                            return Err(ApiError::bad_request(format!(
+                                "state: {other:?} is not firing, pending or resolved"
+                            )));
+                        }
                     };
                     states.push(s.to_owned());
                 }
             }
             "history" => {
-                history_limit = value
-                    .parse()
-                    .map_err(|_| ApiError::bad_request(format!("history: {value:?} is not a number")))?;
+                history_limit = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!("history: {value:?} is not a number"))
+                })?;
             }
-            other => return Err(ApiError::bad_request(format!("unknown parameter {other:?} (severity, state, host, label, match, history)"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter {other:?} (severity, state, host, label, match, history)"
+                )));
+            }
         }
     }
     let snapshot = state.alerting.manager.snapshot();
@@ -162,8 +183,16 @@ pub(super) async fn list(State(state): State<AppState>, RawQuery(query): RawQuer
     });
     let mut counts: BTreeMap<String, BTreeMap<&str, usize>> = BTreeMap::new();
     for alert in snapshot.alerts().filter(|a| a.state != "inactive") {
-        let severity = alert.labels.get("severity").cloned().unwrap_or_else(|| "none".into());
-        *counts.entry(severity).or_default().entry(alert.state).or_default() += 1;
+        let severity = alert
+            .labels
+            .get("severity")
+            .cloned()
+            .unwrap_or_else(|| "none".into());
+        *counts
+            .entry(severity)
+            .or_default()
+            .entry(alert.state)
+            .or_default() += 1;
     }
     let rendered: Vec<Value> = alerts
         .iter()
@@ -225,29 +254,44 @@ pub(super) async fn rules(State(state): State<AppState>) -> Result<Json<Value>, 
 /// `PUT /ops/alerts/rules?file=NAME.yml` (admin): the body is a Prometheus rule file; it is
 /// validated (every problem returned with its line and column), written atomically into the rules
 /// directory, and in force at once.
-pub(super) async fn put_rules(State(state): State<AppState>, RawQuery(query): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn put_rules(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let pairs = query_pairs(query.as_deref())?;
     let file = pairs
         .iter()
         .find(|(k, _)| k == "file")
         .map_or_else(|| "rules.yml".to_owned(), |(_, v)| v.clone());
-    let text = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the rule file must be UTF-8 text"))?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("the rule file must be UTF-8 text"))?;
     let manager = state.alerting.manager.clone();
     let name = file.clone();
     let result = tokio::task::spawn_blocking(move || manager.put_rule_file(&name, &text))
         .await
         .map_err(ApiError::internal)?;
     match result {
-        Ok(rules) => Ok((StatusCode::OK, Json(json!({"file": file, "rules": rules, "status": "loaded"}))).into_response()),
+        Ok(rules) => Ok((
+            StatusCode::OK,
+            Json(json!({"file": file, "rules": rules, "status": "loaded"})),
+        )
+            .into_response()),
         Err(RulesUpdateError::Invalid(errors)) => {
             let details: Vec<Value> = errors
                 .iter()
                 .map(|e| json!({"line": e.line, "column": e.column, "message": e.message}))
                 .collect();
             let summary: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            Err(ApiError::unprocessable(format!("the rule file is refused: {}", summary.join("; "))).with_details(json!(details)))
+            Err(ApiError::unprocessable(format!(
+                "the rule file is refused: {}",
+                summary.join("; ")
+            ))
+            .with_details(json!(details)))
         }
-        Err(RulesUpdateError::BadName(name)) => Err(ApiError::bad_request(RulesUpdateError::BadName(name).to_string())),
+        Err(RulesUpdateError::BadName(name)) => Err(ApiError::bad_request(
+            RulesUpdateError::BadName(name).to_string(),
+        )),
         Err(error @ RulesUpdateError::Io(_)) => Err(ApiError::internal(error)),
     }
 }
@@ -268,7 +312,14 @@ fn silence_json(silence: &Silence, now: i64) -> Value {
 /// `GET /ops/silences`.
 pub(super) async fn silences(State(state): State<AppState>) -> Json<Value> {
     let now = now_ms();
-    Json(Value::Array(state.alerting.silences().iter().map(|s| silence_json(s, now)).collect()))
+    Json(Value::Array(
+        state
+            .alerting
+            .silences()
+            .iter()
+            .map(|s| silence_json(s, now))
+            .collect(),
+    ))
 }
 
 /// A silence to create: Alertmanager's `PostableSilence`, plus `duration` and string matchers.
@@ -297,14 +348,23 @@ enum MatcherInput {
 
 /// `POST /ops/silences` (operator): `{"matchers":[{"name","value","isRegex","isEqual"}] or
 /// ["alertname=\"X\""], "startsAt", "endsAt" or "duration", "createdBy", "comment"}`.
-pub(super) async fn post_silence(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let input: PostSilence = serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("invalid silence: {e}")))?;
+pub(super) async fn post_silence(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: PostSilence = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::unprocessable(format!("invalid silence: {e}")))?;
     let now = now_ms();
     let mut matchers = Vec::new();
     for m in &input.matchers {
         match m {
-            MatcherInput::Text(text) => matchers.extend(parse_list(text).map_err(|e| ApiError::unprocessable(e.to_string()))?),
-            MatcherInput::Record(record) => matchers.push(record.to_matcher().map_err(|e| ApiError::unprocessable(e.to_string()))?),
+            MatcherInput::Text(text) => matchers
+                .extend(parse_list(text).map_err(|e| ApiError::unprocessable(e.to_string()))?),
+            MatcherInput::Record(record) => matchers.push(
+                record
+                    .to_matcher()
+                    .map_err(|e| ApiError::unprocessable(e.to_string()))?,
+            ),
         }
     }
     let starts_at = match &input.starts_at {
@@ -313,7 +373,13 @@ pub(super) async fn post_silence(State(state): State<AppState>, body: Bytes) -> 
     };
     let ends_at = match (&input.ends_at, &input.duration) {
         (Some(text), _) => parse_time("endsAt", text)?,
-        (None, Some(d)) => starts_at + crate::query::duration_ms(parse_duration(d).map_err(|e| ApiError::unprocessable(format!("duration: {e}")))?),
+        (None, Some(d)) => {
+            starts_at
+                + crate::query::duration_ms(
+                    parse_duration(d)
+                        .map_err(|e| ApiError::unprocessable(format!("duration: {e}")))?,
+                )
+        }
         (None, None) => return Err(ApiError::unprocessable("endsAt or duration is required")),
     };
     if input.created_by.trim().is_empty() {
@@ -321,7 +387,11 @@ pub(super) async fn post_silence(State(state): State<AppState>, body: Bytes) -> 
     }
     let id = match input.id {
         Some(id) if state.alerting.silences().iter().any(|s| s.id == id) => id,
-        Some(id) => return Err(ApiError::not_found(format!("no silence with id {id:?} to update"))),
+        Some(id) => {
+            return Err(ApiError::not_found(format!(
+                "no silence with id {id:?} to update"
+            )));
+        }
         None => new_id()?,
     };
     let silence = Silence {
@@ -345,7 +415,10 @@ pub(super) async fn post_silence(State(state): State<AppState>, body: Bytes) -> 
 }
 
 /// `DELETE /ops/silences/{id}` (operator): expires the silence now.
-pub(super) async fn delete_silence(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn delete_silence(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let alerting = state.alerting.clone();
     let target = id.clone();
     let result = tokio::task::spawn_blocking(move || alerting.expire_silence(&target))
@@ -353,7 +426,9 @@ pub(super) async fn delete_silence(State(state): State<AppState>, Path(id): Path
         .map_err(ApiError::internal)?;
     match result {
         Ok(silence) => Ok(Json(silence_json(&silence, now_ms()))),
-        Err(SilenceStoreError::Invalid(SilenceError::NotFound(_))) => Err(ApiError::not_found(format!("no silence with id {id:?}"))),
+        Err(SilenceStoreError::Invalid(SilenceError::NotFound(_))) => {
+            Err(ApiError::not_found(format!("no silence with id {id:?}")))
+        }
         Err(SilenceStoreError::Invalid(error)) => Err(ApiError::bad_request(error.to_string())),
         Err(error) => Err(ApiError::internal(error)),
     }
@@ -422,6 +497,10 @@ fn prometheus_alert(a: &AlertView) -> Value {
 /// `GET /api/v1/alerts` (Prometheus' shape).
 pub(super) async fn prometheus_alerts(State(state): State<AppState>) -> Json<Value> {
     let snapshot = state.alerting.manager.snapshot();
-    let alerts: Vec<Value> = snapshot.alerts().filter(|a| a.state != "inactive").map(prometheus_alert).collect();
+    let alerts: Vec<Value> = snapshot
+        .alerts()
+        .filter(|a| a.state != "inactive")
+        .map(prometheus_alert)
+        .collect();
     Json(json!({"status": "success", "data": {"alerts": alerts}}))
 }

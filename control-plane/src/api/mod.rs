@@ -114,7 +114,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ops/monitoring/start", post(ops::monitoring_start))
         .route("/ops/monitoring/stop", post(ops::monitoring_stop))
         .route("/ops/silences", post(alerts::post_silence))
-        .route("/ops/silences/{id}", axum::routing::delete(alerts::delete_silence))
+        .route(
+            "/ops/silences/{id}",
+            axum::routing::delete(alerts::delete_silence),
+        )
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Operator),
             require,

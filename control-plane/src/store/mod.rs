@@ -71,6 +71,8 @@ pub struct StoreOptions {
     /// Samples older than this are deleted (whole days at a time). Default 15 days.
     pub retention: Duration,
     /// How often the head is written to the day trees and the WAL truncated. Default 60 s.
+    /// `Duration::MAX`: only on demand ([`Store::checkpoint_now`], shutdown), for tests that
+    /// drive checkpoints themselves.
     pub checkpoint_interval: Duration,
     /// Checkpoint rounds go four times faster while the WAL has grown by more than this since
     /// the last completed round. Default 1 GiB.
@@ -701,11 +703,9 @@ impl Inner {
                 error!(wal_seq = seq, "Skipping an undecodable WAL entry.");
                 continue;
             };
-            let resolver = resolvers
-                .entry(entry.agent.clone())
-                .or_insert_with(|| {
-                    SeriesResolver::for_writer(Arc::clone(&self.index), &entry.agent)
-                });
+            let resolver = resolvers.entry(entry.agent.clone()).or_insert_with(|| {
+                SeriesResolver::for_writer(Arc::clone(&self.index), &entry.agent)
+            });
             match resolver.decode_batch(
                 &entry.payload,
                 entry.compression,
@@ -829,6 +829,9 @@ impl Inner {
                 (false, true) => Some((ticks / 4).max(1)),
                 (false, false) => Some(ticks),
             };
+            if shutdown.is_none() && self.options.checkpoint_interval == Duration::MAX {
+                continue;
+            }
             if let Err(error) = self.checkpoint_step(step) {
                 self.counters
                     .checkpoint_errors

@@ -216,7 +216,12 @@ async fn reopen(path: &std::path::Path) -> Store {
 async fn checkpoint_rounds_write_slices_and_truncate_only_when_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open(dir.path(), options()).expect("opens");
+        // No background rounds: this test steps the checkpoint itself.
+        let manual = StoreOptions {
+            checkpoint_interval: Duration::MAX,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), manual).expect("opens");
         for agent in ["a", "b", "c"] {
             commit(&store, agent, 1..=50).await;
         }

@@ -1015,6 +1015,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 
 #[tokio::test]
 async fn one_warning_per_failed_delivery_and_never_the_url() {
+    // A global subscriber, not a thread-local one: tracing caches each callsite's interest
+    // process-wide, and a callsite first hit on another test's thread (no subscriber there)
+    // would stay disabled for a thread-local one. Lines are told apart by the receiver's name.
     let logs = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
@@ -1023,13 +1026,21 @@ async fn one_warning_per_failed_delivery_and_never_the_url() {
             "aisemble_control_plane=debug",
         ))
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Callsites that other tests' threads registered while this subscriber was being set would
-    // keep an interest computed without it.
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("no other test installs a global subscriber");
     tracing::callsite::rebuild_interest_cache();
 
     let server = HttpReceiver::start(&[500, 500], 400).await;
-    let (delivery, _metrics, _registry) = webhook_delivery(&server, fast_policy());
+    let registry = Registry::new();
+    let metrics = NotifierMetrics::register(&registry).expect("register");
+    let config = receiver(&format!(
+        "name: logged-receiver\nwebhook_configs: [{{url: '{}'}}]",
+        server.url("/hooks/SECRETTOKEN")
+    ));
+    let delivery = deliveries(&config, &ctx_with_env(&[]), &fast_policy(), &metrics)
+        .expect("build")
+        .pop()
+        .expect("one");
     let error = delivery
         .deliver(&high_cpu(&["node-1"], AlertStatus::Firing))
         .await
@@ -1055,11 +1066,13 @@ async fn one_warning_per_failed_delivery_and_never_the_url() {
     assert!(!format!("{error:?}").contains("SECRETTOKEN"), "{error:?}");
 
     let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
-    let warnings: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ")).collect();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("receiver=logged-receiver"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{text}");
     let warning = warnings[0];
     for part in [
-        "receiver=ops",
         "integration=webhook",
         "n_attempts=3",
         "error=server answered http 400",
