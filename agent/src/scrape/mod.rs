@@ -310,7 +310,7 @@ async fn run_target(
     monitoring: watch::Receiver<MonitoringState>,
     shutdown: CancellationToken,
 ) {
-    let client = match crate::http_client::client(None, spec.timeout) {
+    let client = match crate::http_client::client_for(&spec.url, None, spec.timeout) {
         Ok(client) => client,
         Err(error) => {
             error!(%error, "Cannot build the scrape's HTTP client; not scraping this target.");
