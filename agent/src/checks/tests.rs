@@ -207,7 +207,7 @@ impl HttpServer {
         let addr = listener.local_addr().expect("local address");
         let task = tokio::spawn(async move {
             // Owned by this task, so aborting it drops (and aborts) every connection.
-            let mut connections = JoinSet::new();
+            let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 connections.spawn(serve_http(stream));
             }

@@ -108,7 +108,7 @@ use aisemble_shared::{
     metrics::{self, HOST_LABEL, is_valid_label_name, is_valid_metric_name},
     wire::{MetricRecord, MonitoringState, Record, Sample},
 };
-use tokio::{sync::watch, task::JoinSet, time::MissedTickBehavior};
+use tokio::{sync::watch, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -264,20 +264,9 @@ pub fn spawn_all(
     monitoring: watch::Receiver<MonitoringState>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tasks = JoinSet::new();
-        for spec in specs {
-            let span = info_span!("scrape", target = %spec.name);
-            tasks.spawn(
-                run_target(spec, sink.clone(), monitoring.clone(), shutdown.clone())
-                    .instrument(span),
-            );
-        }
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(error) = joined {
-                error!(%error, "Scrape task failed.");
-            }
-        }
+    crate::schedule::spawn_each(specs, "scrape", move |spec| {
+        let span = info_span!("scrape", target = %spec.name);
+        run_target(spec, sink.clone(), monitoring.clone(), shutdown.clone()).instrument(span)
     })
 }
 
