@@ -1275,12 +1275,50 @@ async fn exec_timeout_kills_the_command() {
     }
 }
 
+#[tokio::test]
+async fn exec_timeout_kills_what_the_command_started() {
+    // The shell starts `sleep` as a child of its own and waits for it; killing only the shell
+    // would leave the sleep running.
+    let shell = CheckConfig {
+        interval: duration("1s"),
+        timeout: duration("300ms"),
+        shell: true,
+        ..exec(&["sleep 10.4343 & wait"])
+    };
+    let run = run_once(&shell);
+    tokio::pin!(run);
+    let mut seen_running = false;
+    let (_, change) = loop {
+        tokio::select! {
+            result = &mut run => break result,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {
+                seen_running |= running(b"sleep\x0010.4343\x00");
+            }
+        }
+    };
+    assert_eq!(change.error.as_deref(), Some("timed out after 300ms"));
+    assert!(seen_running, "the grandchild was never seen running");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while running(b"sleep\x0010.4343\x00") {
+        assert!(
+            Instant::now() < deadline,
+            "the command's own child is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Whether a process runs `sleep 10.4242`.
 fn sleeper_running() -> bool {
+    running(b"sleep\x0010.4242\x00")
+}
+
+/// Whether a process has exactly this command line (NUL-separated, as in `/proc/PID/cmdline`).
+fn running(cmdline: &[u8]) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };
-    entries.flatten().any(|entry| {
-        std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0010.4242\x00")
-    })
+    entries
+        .flatten()
+        .any(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == cmdline))
 }
