@@ -182,38 +182,20 @@ impl Settings {
             }
         };
 
-        let mut checks = Vec::with_capacity(file.checks.len());
-        for check in &file.checks {
-            if checks
-                .iter()
-                .any(|c: &crate::checks::CheckSpec| c.name == check.name)
-            {
-                return Err(error(
-                    &format!("checks.{}", check.name),
-                    "is defined twice".into(),
-                    "give each [[checks]] entry its own name",
-                ));
-            }
-            checks.push(crate::checks::CheckSpec::from_config(
-                path, check, interval,
-            )?);
-        }
-        let mut scrapes = Vec::with_capacity(file.scrape.len());
-        for scrape in &file.scrape {
-            if scrapes
-                .iter()
-                .any(|s: &crate::scrape::ScrapeSpec| s.name == scrape.name)
-            {
-                return Err(error(
-                    &format!("scrape.{}", scrape.name),
-                    "is defined twice".into(),
-                    "give each [[scrape]] entry its own name",
-                ));
-            }
-            scrapes.push(crate::scrape::ScrapeSpec::from_config(
-                path, scrape, interval,
-            )?);
-        }
+        let checks = each_once(
+            path,
+            "checks",
+            &file.checks,
+            |c| &c.name,
+            |check| crate::checks::CheckSpec::from_config(path, check, interval),
+        )?;
+        let scrapes = each_once(
+            path,
+            "scrape",
+            &file.scrape,
+            |s| &s.name,
+            |scrape| crate::scrape::ScrapeSpec::from_config(path, scrape, interval),
+        )?;
         let push = crate::push::PushSettings::from_config(path, &file.push)?;
 
         Ok(Self {
@@ -252,6 +234,33 @@ pub fn split_host_port(address: &str) -> Option<&str> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     (!host.is_empty()).then_some(host)
+}
+
+/// Resolves each `[[section]]` entry in order, refusing a name used twice
+/// (`section.NAME: is defined twice`).
+fn each_once<E, S>(
+    path: &Path,
+    section: &str,
+    entries: &[E],
+    name: impl Fn(&E) -> &String,
+    mut resolve: impl FnMut(&E) -> Result<S, ConfigError>,
+) -> Result<Vec<S>, ConfigError> {
+    let mut seen: Vec<&str> = Vec::with_capacity(entries.len());
+    let mut resolved = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let entry_name = name(entry).as_str();
+        if seen.contains(&entry_name) {
+            return Err(ConfigError::new(
+                path,
+                Some(&format!("{section}.{entry_name}")),
+                "is defined twice",
+                format!("give each [[{section}]] entry its own name"),
+            ));
+        }
+        seen.push(entry_name);
+        resolved.push(resolve(entry)?);
+    }
+    Ok(resolved)
 }
 
 #[cfg(test)]

@@ -1,12 +1,40 @@
-//! The interval and timeout of a scheduled source (a health check, a scrape target): one set of
-//! defaults and limits, so both read and fail the same way.
+//! Scheduled sources (health checks, scrape targets): their interval and timeout, with one set of
+//! defaults and limits so both read and fail the same way, and [`spawn_each`], which runs one task
+//! per source.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use aisemble_shared::units::HumanDuration;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::error;
 
 /// Timeout when none is configured (capped at the interval).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `run(source)` as a task of its own for each of `sources` (so a hung one delays no other);
+/// the returned task ends once all of them have. A task that panics is logged, naming `what`
+/// (`check`, `scrape`), and the others go on.
+pub fn spawn_each<T, F>(
+    sources: Vec<T>,
+    what: &'static str,
+    mut run: impl FnMut(T) -> F + Send + 'static,
+) -> JoinHandle<()>
+where
+    T: Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut tasks = JoinSet::new();
+        for source in sources {
+            tasks.spawn(run(source));
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                error!(%error, source = what, "Source task failed.");
+            }
+        }
+    })
+}
 
 /// A configured interval or timeout that cannot be used: the key (`interval` or `timeout`), what
 /// is wrong, and how to fix it.

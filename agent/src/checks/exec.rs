@@ -2,9 +2,10 @@
 //!
 //! The command runs without a shell (unless `shell = true`, then `/bin/sh -c`), with stdin and
 //! stdout on `/dev/null` and stderr captured (the first [`MAX_STDERR_BYTES`] kept) for the error
-//! text. The child is spawned with `kill_on_drop`, so when the run times out (the caller drops this
-//! future) the child is killed rather than left running. Processes the command itself started
-//! (a shell's children) are not killed: they are in no process group of ours.
+//! text. The child leads a process group of its own, and when the run times out (the caller drops
+//! this future) the whole group is killed with SIGKILL: the command and the processes it started (a
+//! shell's children), unless they moved to another group or session. A command that ends in time
+//! may leave background processes behind; they are not touched.
 
 use std::{process::Stdio, time::Duration};
 
@@ -59,6 +60,7 @@ impl ExecTarget {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         let program = if self.shell {
             "/bin/sh"
@@ -74,6 +76,9 @@ impl ExecTarget {
             },
         })?;
 
+        // Declared after `child`, so dropped (killing the group) before `child` is.
+        let mut group = KillGroupOnDrop(child.id());
+
         let mut stderr = Vec::new();
         let status = {
             let reader = read_bounded(child.stderr.take(), &mut stderr);
@@ -86,6 +91,11 @@ impl ExecTarget {
                     () = &mut reader, if !stderr_done => stderr_done = true,
                 }
             };
+            // Once the leader is reaped its number may be reused: the group is no longer ours to
+            // kill. (Should waiting have failed, the group is killed as on a timeout.)
+            if status.is_ok() {
+                group.0 = None;
+            }
             if !stderr_done {
                 let _ = tokio::time::timeout(STDERR_GRACE, reader).await;
             }
@@ -106,6 +116,24 @@ impl ExecTarget {
                 signal: signal(status),
                 stderr,
             }),
+        }
+    }
+}
+
+/// Kills a process group (by its leader's pid) with SIGKILL when dropped, while the leader has not
+/// been reaped (so the group id cannot have been reused).
+#[derive(Debug)]
+struct KillGroupOnDrop(Option<u32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let pid = self
+            .0
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            // Fails only when the group is already gone.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }
 }

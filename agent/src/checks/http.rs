@@ -42,7 +42,7 @@ pub(super) struct HttpProbe {
 impl HttpProbe {
     /// Builds the client for `target`.
     pub(super) fn new(target: HttpTarget, timeout: Duration) -> Self {
-        let client = crate::http_client::client(target.ca.as_deref(), timeout)
+        let client = crate::http_client::client_for(&target.url, target.ca.as_deref(), timeout)
             .map_err(|error| error.to_string());
         Self {
             target,

@@ -38,9 +38,9 @@ use aisemble_shared::{
     units::HumanDuration,
     wire::{Event, EventRecord, MetricRecord, MonitoringState, Record},
 };
-use tokio::{sync::watch, task::JoinSet, time::MissedTickBehavior};
+use tokio::{sync::watch, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::sink::RecordSink;
 
@@ -63,20 +63,9 @@ pub fn spawn_all(
     monitoring: watch::Receiver<MonitoringState>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tasks = JoinSet::new();
-        for spec in specs {
-            let span = info_span!("check", check = %spec.name, kind = spec.kind());
-            tasks.spawn(
-                run_check(spec, sink.clone(), monitoring.clone(), shutdown.clone())
-                    .instrument(span),
-            );
-        }
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(error) = joined {
-                error!(%error, "Check task failed.");
-            }
-        }
+    crate::schedule::spawn_each(specs, "check", move |spec| {
+        let span = info_span!("check", check = %spec.name, kind = spec.kind());
+        run_check(spec, sink.clone(), monitoring.clone(), shutdown.clone()).instrument(span)
     })
 }
 

@@ -198,14 +198,14 @@ impl CheckSpec {
                         &hint,
                     ));
                 }
-                let client = ::redis::Client::open(url).map_err(|e| {
+                let target = RedisTarget::parse(url).map_err(|e| {
                     error(
                         "url",
                         format!("{url:?} is not a usable Redis URL ({e})"),
                         &hint,
                     )
                 })?;
-                Target::Redis(RedisTarget { client })
+                Target::Redis(target)
             }
             _ => {
                 let command = config

@@ -207,7 +207,7 @@ impl HttpServer {
         let addr = listener.local_addr().expect("local address");
         let task = tokio::spawn(async move {
             // Owned by this task, so aborting it drops (and aborts) every connection.
-            let mut connections = JoinSet::new();
+            let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 connections.spawn(serve_http(stream));
             }
@@ -258,8 +258,13 @@ struct OwnRedis {
 
 impl OwnRedis {
     async fn start(port: u16) -> Self {
+        Self::start_with(port, &[]).await
+    }
+
+    async fn start_with(port: u16, args: &[&str]) -> Self {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(args)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -479,6 +484,92 @@ fn redis_info_figures() {
         ]
     );
     assert!(redis::info_details("garbage\r\nused_memory:lots\r\n").is_empty());
+}
+
+#[track_caller]
+fn check_reply(bytes: &[u8], expected: Result<redis::Reply, &str>) {
+    let got = tokio_test_block_on(async {
+        let mut reader = bytes;
+        redis::read_reply(&mut reader).await
+    });
+    match (got, expected) {
+        (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{bytes:?}"),
+        (Err(got), Err(expected)) => assert!(
+            got.to_string().contains(expected),
+            "{bytes:?}: {got} lacks {expected:?}"
+        ),
+        (got, expected) => panic!("{bytes:?}: got {got:?}, expected {expected:?}"),
+    }
+}
+
+fn tokio_test_block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+#[test]
+fn redis_replies_are_read_with_bounds() {
+    use redis::Reply;
+    check_reply(b"+PONG\r\n", Ok(Reply::Simple("PONG".into())));
+    check_reply(
+        b"-WRONGPASS invalid username-password pair\r\n",
+        Ok(Reply::Error(
+            "WRONGPASS invalid username-password pair".into(),
+        )),
+    );
+    check_reply(b":42\r\n", Ok(Reply::Integer(42)));
+    check_reply(
+        b"$12\r\nhello\r\nworld\r\n",
+        Ok(Reply::Bulk(b"hello\r\nworld".to_vec())),
+    );
+    check_reply(b"$0\r\n\r\n", Ok(Reply::Bulk(Vec::new())));
+    check_reply(b"$-1\r\n", Ok(Reply::Null));
+    check_reply(b"*-1\r\n", Ok(Reply::Null));
+    check_reply(b"*2\r\n", Ok(Reply::Array(2)));
+    check_reply(b"", Err("connection closed by the server"));
+    check_reply(b"+PON", Err("connection closed by the server"));
+    check_reply(b"$5\r\nab", Err("connection closed by the server"));
+    check_reply(b"$2\r\nabcd", Err("bulk reply not ended by CRLF"));
+    check_reply(b"$99999999999\r\n", Err("at most"));
+    check_reply(b"$x\r\n", Err("where a number was expected"));
+    check_reply(b"HTTP/1.1 400 Bad Request\r\n", Err("not a Redis server?"));
+    check_reply(b"\r\n", Err("an empty reply line"));
+    let long = [b"+".as_slice(), &vec![b'a'; 70_000], b"\r\n"].concat();
+    check_reply(&long, Err("reply line over"));
+
+    assert_eq!(
+        redis::encode_command(&["AUTH", "user", "p w"]),
+        b"*3\r\n$4\r\nAUTH\r\n$4\r\nuser\r\n$3\r\np w\r\n"
+    );
+}
+
+#[test]
+fn redis_urls() {
+    let parsed = |url: &str| format!("{:?}", spec(&url_check("redis", url)).target);
+    assert_eq!(
+        parsed("redis://127.0.0.1"),
+        "Redis(RedisTarget { host: \"127.0.0.1\", port: 6379, username: None, password: None, db: 0 })"
+    );
+    assert_eq!(
+        parsed("redis://app:s%40cret@cache.local:6380/3"),
+        "Redis(RedisTarget { host: \"cache.local\", port: 6380, username: Some(\"app\"), \
+         password: Some(\"<hidden>\"), db: 3 })"
+    );
+    assert_eq!(
+        parsed("redis://[::1]:7000/"),
+        "Redis(RedisTarget { host: \"::1\", port: 7000, username: None, password: None, db: 0 })"
+    );
+    for (url, needle) in [
+        ("redis://", "no host"),
+        ("redis://127.0.0.1/x", "database \"x\" is not a number"),
+        ("redis://127.0.0.1?protocol=resp3", "query parameters"),
+        ("redis://127.0.0.1:99999", "not a usable Redis URL"),
+        ("redis://:%ff@127.0.0.1", "not UTF-8"),
+    ] {
+        check_error(url_check("redis", url), "checks.redis.url", needle);
+    }
 }
 
 #[test]
@@ -1034,6 +1125,36 @@ async fn redis_ping_and_info() {
 }
 
 #[tokio::test]
+async fn redis_auth_and_select() {
+    let port = closed_port();
+    let _own = OwnRedis::start_with(port, &["--requirepass", "s3cret"]).await;
+    for url in [
+        format!("redis://:s3cret@127.0.0.1:{port}/1"),
+        format!("redis://default:s3cret@127.0.0.1:{port}"),
+    ] {
+        let samples = assert_up(&url_check("redis", &url)).await;
+        assert!(value(&samples, metrics::CHECK_REDIS_CONNECTED_CLIENTS).is_some_and(|v| v >= 1.0));
+    }
+    let wrong = error_of(&url_check(
+        "redis",
+        &format!("redis://:nope@127.0.0.1:{port}"),
+    ))
+    .await;
+    assert!(
+        wrong.starts_with("authentication failed: WRONGPASS"),
+        "{wrong}"
+    );
+    let none = error_of(&url_check("redis", &format!("redis://127.0.0.1:{port}"))).await;
+    assert!(none.starts_with("NOAUTH"), "{none}");
+    let db = error_of(&url_check(
+        "redis",
+        &format!("redis://:s3cret@127.0.0.1:{port}/99"),
+    ))
+    .await;
+    assert!(db.starts_with("SELECT 99 failed: ERR"), "{db}");
+}
+
+#[tokio::test]
 async fn redis_stopped_and_restarted() {
     let port = closed_port();
     let mut own = OwnRedis::start(port).await;
@@ -1154,12 +1275,50 @@ async fn exec_timeout_kills_the_command() {
     }
 }
 
+#[tokio::test]
+async fn exec_timeout_kills_what_the_command_started() {
+    // The shell starts `sleep` as a child of its own and waits for it; killing only the shell
+    // would leave the sleep running.
+    let shell = CheckConfig {
+        interval: duration("1s"),
+        timeout: duration("300ms"),
+        shell: true,
+        ..exec(&["sleep 10.4343 & wait"])
+    };
+    let run = run_once(&shell);
+    tokio::pin!(run);
+    let mut seen_running = false;
+    let (_, change) = loop {
+        tokio::select! {
+            result = &mut run => break result,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {
+                seen_running |= running(b"sleep\x0010.4343\x00");
+            }
+        }
+    };
+    assert_eq!(change.error.as_deref(), Some("timed out after 300ms"));
+    assert!(seen_running, "the grandchild was never seen running");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while running(b"sleep\x0010.4343\x00") {
+        assert!(
+            Instant::now() < deadline,
+            "the command's own child is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Whether a process runs `sleep 10.4242`.
 fn sleeper_running() -> bool {
+    running(b"sleep\x0010.4242\x00")
+}
+
+/// Whether a process has exactly this command line (NUL-separated, as in `/proc/PID/cmdline`).
+fn running(cmdline: &[u8]) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };
-    entries.flatten().any(|entry| {
-        std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0010.4242\x00")
-    })
+    entries
+        .flatten()
+        .any(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == cmdline))
 }

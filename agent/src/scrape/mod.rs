@@ -3,8 +3,8 @@
 //!
 //! Each `[[scrape]]` target runs in its own task on its own interval (a slow or hanging target
 //! delays no other), with one HTTP client and a timeout of at most the interval. A scrape fetches
-//! the body (at most 16 MiB, else the scrape fails), parses it with `prometheus-parse`
-//! (`parse.rs`; on a blocking thread when large), maps it (`mapping.rs`, pure) and journals one
+//! the body (at most 16 MiB, else the scrape fails), parsing it line by line as it arrives
+//! (`parse.rs`), maps it (`mapping.rs`, pure; on a blocking thread when large) and journals one
 //! `Record::Metrics` holding the mapped series plus the target's own series, labelled
 //! `target="<name>"`:
 //!
@@ -108,7 +108,7 @@ use aisemble_shared::{
     metrics::{self, HOST_LABEL, is_valid_label_name, is_valid_metric_name},
     wire::{MetricRecord, MonitoringState, Record, Sample},
 };
-use tokio::{sync::watch, task::JoinSet, time::MissedTickBehavior};
+use tokio::{sync::watch, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -122,9 +122,10 @@ pub use crate::schedule::DEFAULT_TIMEOUT;
 pub const DEFAULT_PREFIX: &str = "aisemble_scraped_";
 /// Largest body read; a bigger one fails the scrape.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
-/// Bodies larger than this are parsed and mapped on a blocking thread.
-const BLOCKING_PARSE_BYTES: usize = 64 << 10;
-/// The text format only: `prometheus-parse` does not read OpenMetrics.
+/// The series of bodies larger than this are mapped on a blocking thread (parsing happens as the
+/// body arrives, a chunk at a time).
+const BLOCKING_MAP_BYTES: usize = 64 << 10;
+/// The text format only: the parser does not read OpenMetrics.
 const ACCEPT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
 
 /// A checked scrape target.
@@ -263,20 +264,9 @@ pub fn spawn_all(
     monitoring: watch::Receiver<MonitoringState>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tasks = JoinSet::new();
-        for spec in specs {
-            let span = info_span!("scrape", target = %spec.name);
-            tasks.spawn(
-                run_target(spec, sink.clone(), monitoring.clone(), shutdown.clone())
-                    .instrument(span),
-            );
-        }
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(error) = joined {
-                error!(%error, "Scrape task failed.");
-            }
-        }
+    crate::schedule::spawn_each(specs, "scrape", move |spec| {
+        let span = info_span!("scrape", target = %spec.name);
+        run_target(spec, sink.clone(), monitoring.clone(), shutdown.clone()).instrument(span)
     })
 }
 
@@ -310,7 +300,7 @@ async fn run_target(
     monitoring: watch::Receiver<MonitoringState>,
     shutdown: CancellationToken,
 ) {
-    let client = match crate::http_client::client(None, spec.timeout) {
+    let client = match crate::http_client::client_for(&spec.url, None, spec.timeout) {
         Ok(client) => client,
         Err(error) => {
             error!(%error, "Cannot build the scrape's HTTP client; not scraping this target.");
@@ -367,25 +357,27 @@ async fn run_target(
 
 /// Fetches, parses and maps one scrape.
 async fn scrape_once(client: &reqwest::Client, spec: &ScrapeSpec) -> Result<Mapped, ScrapeError> {
-    let body = tokio::time::timeout(spec.timeout, fetch(client, &spec.url, spec.max_body_bytes))
-        .await
-        .map_err(|_| ScrapeError::Timeout(spec.timeout))??;
+    let (series, n_bytes) =
+        tokio::time::timeout(spec.timeout, fetch(client, &spec.url, spec.max_body_bytes))
+            .await
+            .map_err(|_| ScrapeError::Timeout(spec.timeout))??;
     let mapper = Arc::clone(&spec.mapper);
-    if body.len() > BLOCKING_PARSE_BYTES {
-        tokio::task::spawn_blocking(move || mapper.map(&parse::parse(&body)))
+    if n_bytes > BLOCKING_MAP_BYTES {
+        tokio::task::spawn_blocking(move || mapper.map(&series))
             .await
             .map_err(|e| ScrapeError::Task(e.to_string()))
     } else {
-        Ok(mapper.map(&parse::parse(&body)))
+        Ok(mapper.map(&series))
     }
 }
 
-/// The body of a 2xx response, at most `limit` bytes.
+/// The series of a 2xx response of at most `limit` bytes, parsed line by line as the body
+/// arrives (so it is never held whole), and the body's length.
 async fn fetch(
     client: &reqwest::Client,
     url: &reqwest::Url,
     limit: usize,
-) -> Result<String, ScrapeError> {
+) -> Result<(Vec<parse::Series>, usize), ScrapeError> {
     let request_error = |e: reqwest::Error| ScrapeError::Request(error_chain(&e));
     let mut response = client
         .get(url.clone())
@@ -400,14 +392,58 @@ async fn fetch(
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(ScrapeError::TooLarge(limit));
     }
-    let mut body = Vec::new();
+    let mut lines = LineSplitter::default();
+    let mut n_bytes = 0;
     while let Some(chunk) = response.chunk().await.map_err(request_error)? {
-        if body.len() + chunk.len() > limit {
+        n_bytes += chunk.len();
+        if n_bytes > limit {
             return Err(ScrapeError::TooLarge(limit));
         }
-        body.extend_from_slice(&chunk);
+        lines.feed(&chunk)?;
     }
-    String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)
+    Ok((lines.finish()?, n_bytes))
+}
+
+/// Cuts a body arriving in chunks into lines for the [`parse::Parser`]; only a line cut by a
+/// chunk boundary is copied.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    parser: parse::Parser,
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Parses the complete lines of `chunk`.
+    fn feed(&mut self, mut chunk: &[u8]) -> Result<(), ScrapeError> {
+        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+            let (line, rest) = (&chunk[..end], &chunk[end + 1..]);
+            if self.partial.is_empty() {
+                self.parser.line(utf8(line)?);
+            } else {
+                self.partial.extend_from_slice(line);
+                self.parser.line(utf8(&self.partial)?);
+                self.partial.clear();
+            }
+            chunk = rest;
+        }
+        self.partial.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// Parses the last line (one without a line break) and returns every series.
+    fn finish(mut self) -> Result<Vec<parse::Series>, ScrapeError> {
+        if !self.partial.is_empty() {
+            self.parser.line(utf8(&self.partial)?);
+        }
+        Ok(self.parser.finish())
+    }
+}
+
+/// A line of the body as text. A line break never occurs inside a UTF-8 sequence, so a body is
+/// UTF-8 exactly when each of its lines is.
+fn utf8(line: &[u8]) -> Result<&str, ScrapeError> {
+    std::str::from_utf8(line).map_err(|_| ScrapeError::NotUtf8)
 }
 
 /// `samples` plus the target's own series.

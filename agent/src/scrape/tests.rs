@@ -144,30 +144,138 @@ fn buckets(out: &BTreeMap<String, f64>, family: &str, labels: &str) -> Vec<(Stri
 // ---------------------------------------------------------------------------------------------
 // Parsing.
 
-#[test]
-fn prometheus_parse_skips_colon_names_so_they_are_escaped() {
-    use std::io::BufRead;
-    // What the crate does on its own: the line is ignored (its name pattern is `\w+`).
-    let raw = prometheus_parse::Scrape::parse(
-        std::io::BufReader::new("vllm:num_requests_running 3\nplain 1\n".as_bytes()).lines(),
-    )
-    .expect("parses");
-    assert_eq!(raw.samples.len(), 1, "only `plain` is read by the crate");
+fn scalar(family: &str, labels: &[(&str, &str)], value: f64) -> parse::Series {
+    parse::Series {
+        family: family.into(),
+        labels: labels
+            .iter()
+            .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+            .collect(),
+        value: parse::Value::Scalar(value),
+    }
+}
 
+/// Parses `text` whole, and again fed in every split into two chunks, expecting `expected` each
+/// time.
+#[track_caller]
+fn check_parse(text: &str, expected: &[parse::Series]) {
+    assert_eq!(parse::parse(text), expected, "{text:?}");
+    for cut in 0..=text.len() {
+        let mut lines = LineSplitter::default();
+        lines.feed(&text.as_bytes()[..cut]).expect("utf-8");
+        lines.feed(&text.as_bytes()[cut..]).expect("utf-8");
+        assert_eq!(
+            lines.finish().expect("utf-8"),
+            expected,
+            "{text:?} cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn label_values_are_unescaped() {
+    check_parse(
+        "x{path=\"C:\\\\dir\",say=\"a \\\"quote\\\"\",lines=\"one\\ntwo\",odd=\"\\d\"} 1\n",
+        &[scalar(
+            "x",
+            &[
+                ("lines", "one\ntwo"),
+                ("odd", "\\d"),
+                ("path", "C:\\dir"),
+                ("say", "a \"quote\""),
+            ],
+            1.0,
+        )],
+    );
+    // `,`, `=`, `}` and `{` inside a value belong to it.
+    check_parse(
+        "x{q=\"a=1,b={2}\",model=\"m,1\"} 2\n",
+        &[scalar("x", &[("model", "m,1"), ("q", "a=1,b={2}")], 2.0)],
+    );
+    check_parse(
+        "x{ a = \"1\" , b=\"2\", } 3\nx{} 4\n",
+        &[
+            scalar("x", &[("a", "1"), ("b", "2")], 3.0),
+            scalar("x", &[], 4.0),
+        ],
+    );
+}
+
+#[test]
+fn colon_names_values_and_timestamps() {
+    // Timestamps are read past and ignored; leading blanks and `\r\n` line ends are fine.
+    check_parse(
+        "vllm:num_requests_running 3\n\
+         \tvllm:cache{model=\"a:b\"}\t0.5 1700000000000\r\n\
+         up 1 -12\n\
+         pos +Inf\nneg -inf\nsci 1.5e-3\nlast 7",
+        &[
+            scalar("vllm:num_requests_running", &[], 3.0),
+            scalar("vllm:cache", &[("model", "a:b")], 0.5),
+            scalar("up", &[], 1.0),
+            scalar("pos", &[], f64::INFINITY),
+            scalar("neg", &[], f64::NEG_INFINITY),
+            scalar("sci", &[], 0.0015),
+            scalar("last", &[], 7.0),
+        ],
+    );
+    let nan = parse::parse("x NaN\n");
+    assert!(
+        matches!(nan[..], [parse::Series { value: parse::Value::Scalar(v), .. }] if v.is_nan()),
+        "{nan:?}"
+    );
+}
+
+#[test]
+fn comments_and_bad_lines_are_skipped() {
+    check_parse(
+        "# HELP x_total Requests, in \"units\": {a=b}.\n\
+         # TYPE x_total counter\n\
+         #TYPE\n# some comment\n# EOF\n\n   \n\
+         x_total{code=\"200\"} 5\n\
+         1bad 1\nbad-name 1\nno_value\nno_value{a=\"b\"}\nnot_a_number abc\n\
+         unterminated{a=\"b} 1\nno_equals{a} 1\nrepeated{a=\"1\",a=\"2\"} 1\n\
+         glued{a=\"1\"}2\nno_comma{a=\"1\" b=\"2\"} 1\nhex 0x10\n\
+         untyped_after 2\n",
+        &[
+            scalar("x_total", &[("code", "200")], 5.0),
+            scalar("untyped_after", &[], 2.0),
+        ],
+    );
+    // Label names are taken as written; the mapping judges them.
+    check_parse(
+        "x{__meta=\"1\",a.b=\"2\"} 1\n",
+        &[scalar("x", &[("__meta", "1"), ("a.b", "2")], 1.0)],
+    );
+}
+
+#[test]
+fn histograms_are_joined_per_label_set() {
     let text = "# HELP vllm:x_seconds Latency, in s: \"a:b\".\n# TYPE vllm:x_seconds histogram\n\
                 vllm:x_seconds_bucket{url=\"http://a:1/\",le=\"1.0\"} 2\n\
-                vllm:x_seconds_bucket{url=\"http://a:1/\",le=\"+Inf\"} 3\n\
+                vllm:x_seconds_bucket{le=\"+Inf\",url=\"http://a:1/\"} 3\n\
                 vllm:x_seconds_sum{url=\"http://a:1/\"} 4.5\n\
                 vllm:x_seconds_count{url=\"http://a:1/\"} 3\n\
-                vllm:num_requests_running 3\n";
-    let series = parse::parse(text);
-    assert_eq!(
-        series,
-        vec![
+                vllm:x_seconds_bucket{url=\"b\",le=\"0.5\"} 1\n\
+                vllm:x_seconds_bucket{url=\"b\",le=\"nope\"} 1\n\
+                vllm:x_seconds_bucket{url=\"b\"} 1\n\
+                vllm:x_seconds 9\n\
+                vllm:num_requests_running 3\n\
+                undeclared_bucket{le=\"1\"} 4\n";
+    check_parse(
+        text,
+        &[
+            scalar("vllm:x_seconds", &[], 9.0),
+            scalar("vllm:num_requests_running", &[], 3.0),
+            scalar("undeclared_bucket", &[("le", "1")], 4.0),
             parse::Series {
-                family: "vllm:num_requests_running".into(),
-                labels: vec![],
-                value: parse::Value::Scalar(3.0),
+                family: "vllm:x_seconds".into(),
+                labels: vec![("url".into(), "b".into())],
+                value: parse::Value::Histogram {
+                    buckets: vec![(0.5, 1.0)],
+                    sum: None,
+                    count: None,
+                },
             },
             parse::Series {
                 family: "vllm:x_seconds".into(),
@@ -178,17 +286,66 @@ fn prometheus_parse_skips_colon_names_so_they_are_escaped() {
                     count: Some(3.0),
                 },
             },
-        ]
+        ],
     );
 }
 
 #[test]
-fn escape_token_never_collides_with_the_body() {
-    // A body that already contains the first token gets another one.
-    let text = "__aisemble_colon0__x 1\nns:y 2\n";
-    let mut families: Vec<String> = parse::parse(text).into_iter().map(|s| s.family).collect();
-    families.sort();
-    assert_eq!(families, ["__aisemble_colon0__x", "ns:y"]);
+fn a_declaration_applies_to_the_lines_after_it() {
+    check_parse(
+        "h_bucket{le=\"1\"} 1\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\n\
+         # TYPE h gauge\nh_sum 3\n",
+        &[
+            scalar("h_bucket", &[("le", "1")], 1.0),
+            scalar("h_sum", &[], 3.0),
+            parse::Series {
+                family: "h".into(),
+                labels: vec![],
+                value: parse::Value::Histogram {
+                    buckets: vec![(1.0, 2.0)],
+                    sum: None,
+                    count: None,
+                },
+            },
+        ],
+    );
+}
+
+#[test]
+fn a_body_is_split_into_lines_across_chunks() {
+    let mut lines = LineSplitter::default();
+    for chunk in ["a 1\nb{x=\"é", "\"} 2", "\n", "c 3"] {
+        lines.feed(chunk.as_bytes()).expect("utf-8");
+    }
+    assert_eq!(
+        lines.finish().expect("utf-8"),
+        [
+            scalar("a", &[], 1.0),
+            scalar("b", &[("x", "é")], 2.0),
+            scalar("c", &[], 3.0)
+        ]
+    );
+    // A multi-byte character cut between chunks is still one character.
+    let mut lines = LineSplitter::default();
+    let text = "b{x=\"é\"} 2\n".as_bytes();
+    let cut = text.iter().position(|&b| b >= 0x80).expect("non-ASCII") + 1;
+    lines.feed(&text[..cut]).expect("utf-8");
+    lines.feed(&text[cut..]).expect("utf-8");
+    assert_eq!(
+        lines.finish().expect("utf-8"),
+        [scalar("b", &[("x", "é")], 2.0)]
+    );
+
+    let mut lines = LineSplitter::default();
+    assert!(matches!(
+        lines.feed(b"ok 1\nbad\xff 1\n"),
+        Err(ScrapeError::NotUtf8)
+    ));
+    let mut lines = LineSplitter::default();
+    lines
+        .feed(b"ok 1\nbad\xff 1")
+        .expect("the line is not complete yet");
+    assert!(matches!(lines.finish(), Err(ScrapeError::NotUtf8)));
 }
 
 #[test]
@@ -960,7 +1117,7 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
+            let mut connections = tokio::task::JoinSet::new();
             while let Ok((mut stream, _)) = listener.accept().await {
                 let reply = reply.clone();
                 connections.spawn(async move {
@@ -1222,7 +1379,7 @@ async fn paused_monitoring_scrapes_nothing_until_resumed() {
 }
 
 #[tokio::test]
-async fn oversized_bodies_fail_and_large_ones_parse_off_the_runtime() {
+async fn oversized_bodies_fail_and_large_ones_are_mapped_off_the_runtime() {
     // Over the limit, announced by Content-Length or only found while reading.
     let announced = Server::body(VLLM).await;
     let streamed = Server::start(Reply::Body {
@@ -1237,7 +1394,7 @@ async fn oversized_bodies_fail_and_large_ones_parse_off_the_runtime() {
             "load{{worker=\"{i}\",pool=\"default-pool\"}} {i}\n"
         ));
     }
-    assert!(big.len() > BLOCKING_PARSE_BYTES);
+    assert!(big.len() > BLOCKING_MAP_BYTES);
     let large = Server::body(&big).await;
 
     let mut specs = Vec::new();
