@@ -6,7 +6,7 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use promql_parser::label::Matcher;
@@ -17,7 +17,9 @@ use super::{
 };
 use crate::{
     query::{
-        InstantSample, QueryError, SeriesSource, Value, eval::Evaluator, memory::MemorySeries,
+        InstantSample, QueryError, SeriesSource, Value,
+        eval::{Evaluator, SelectionCache},
+        memory::MemorySeries,
     },
     store::{LabelPair, Labels, SeriesSamples, StoreError},
 };
@@ -31,7 +33,7 @@ pub struct RuleRuntime {
     /// Alerts (alerting rules only).
     pub alerts: AlertingRuleState,
     /// Series written by the previous evaluation (for staleness markers).
-    pub previous_series: HashSet<LabelMap>,
+    pub previous_series: HashSet<Labels>,
     /// The last evaluation's error, if any.
     pub last_error: Option<String>,
     /// When it was last evaluated (ms).
@@ -56,27 +58,25 @@ pub struct GroupOutput {
     pub errors: Vec<(usize, String)>,
 }
 
-/// Evaluates `group` at `ts` (ms) over `source`.
+/// Evaluates `group` at `ts` (ms) over `overlay` (the source plus what earlier groups wrote at
+/// this instant), adding what it writes to the overlay. `cache` holds the selections made at
+/// `ts` so far; pass the same one to every group evaluated at `ts` over the same overlay.
 pub fn eval_group(
     group: &RuleGroup,
     runtime: &mut GroupRuntime,
-    source: &dyn SeriesSource,
+    overlay: &Overlay<'_>,
     ts: i64,
     context: &EvalContext,
+    cache: &mut SelectionCache,
 ) -> GroupOutput {
     runtime
         .rules
         .resize_with(group.rules.len(), RuleRuntime::default);
-    let mut written = Overlay {
-        base: source,
-        extra: MemorySeries::new(),
-    };
     let mut output = GroupOutput::default();
-    let reads_alerts = group.rules.iter().any(|r| r.expr_text.contains("ALERTS"));
     for (idx, rule) in group.rules.iter().enumerate() {
         let started = std::time::Instant::now();
         let state = &mut runtime.rules[idx];
-        let result = eval_rule(rule, state, &written, ts, group.limit, context);
+        let result = eval_rule(rule, state, overlay, ts, group.limit, context, cache);
         state.last_evaluation = Some(ts);
         state.evaluation_seconds = started.elapsed().as_secs_f64();
         let samples = match result {
@@ -90,7 +90,7 @@ pub fn eval_group(
                 Vec::new()
             }
         };
-        let current: HashSet<LabelMap> = samples.iter().map(|s| s.labels.clone()).collect();
+        let current: HashSet<Labels> = samples.iter().map(|s| s.labels.clone()).collect();
         let mut markers: Vec<OutputSample> = state
             .previous_series
             .difference(&current)
@@ -101,12 +101,11 @@ pub fn eval_group(
             .collect();
         markers.sort_by(|a, b| a.labels.cmp(&b.labels));
         state.previous_series = current;
-        if rule.kind == RuleKind::Recording || reads_alerts {
-            for sample in samples.iter().chain(&markers) {
-                written
-                    .extra
-                    .append(&to_labels(&sample.labels), ts, sample.v);
-            }
+        let written: Vec<&OutputSample> = samples.iter().chain(&markers).collect();
+        if !written.is_empty() {
+            overlay.record(ts, &written);
+            let names: HashSet<&str> = written.iter().map(|s| s.labels.metric_name()).collect();
+            cache.invalidate(&names);
         }
         output.samples.extend(samples);
         output.samples.extend(markers);
@@ -121,8 +120,9 @@ fn eval_rule(
     ts: i64,
     limit: usize,
     context: &EvalContext,
+    cache: &mut SelectionCache,
 ) -> Result<Vec<OutputSample>, String> {
-    let result = query_vector(source, rule, ts).map_err(|e| e.to_string())?;
+    let result = query_vector(source, rule, ts, cache).map_err(|e| e.to_string())?;
     match rule.kind {
         RuleKind::Alerting => state
             .alerts
@@ -145,6 +145,7 @@ fn eval_rule(
                         labels.insert(name.clone(), value.clone());
                     }
                 }
+                let labels = to_labels(&labels);
                 if !seen.insert(labels.clone()) {
                     return Err(
                         "vector contains metrics with the same labelset after applying rule labels"
@@ -172,8 +173,12 @@ fn query_vector(
     source: &dyn SeriesSource,
     rule: &Rule,
     ts: i64,
+    cache: &mut SelectionCache,
 ) -> Result<Vec<InstantSample>, QueryError> {
-    match Evaluator::new(source, ts, ts).eval(&rule.expr, ts)? {
+    let mut evaluator = Evaluator::with_cache(source, ts, ts, std::mem::take(cache));
+    let value = evaluator.eval(&rule.expr, ts);
+    *cache = evaluator.into_cache();
+    match value? {
         Value::Vector(samples) => Ok(samples),
         Value::Scalar(t, v) => Ok(vec![InstantSample {
             labels: Labels::new(Vec::new()),
@@ -198,10 +203,34 @@ pub fn to_labels(map: &LabelMap) -> Labels {
     )
 }
 
-/// The source plus what this evaluation has written so far.
-struct Overlay<'a> {
+/// A source plus what rules have written at the instant being evaluated (Prometheus commits each
+/// rule's output before the next rule reads).
+pub struct Overlay<'a> {
     base: &'a dyn SeriesSource,
-    extra: MemorySeries,
+    extra: Mutex<MemorySeries>,
+}
+
+impl std::fmt::Debug for Overlay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay").finish_non_exhaustive()
+    }
+}
+
+impl<'a> Overlay<'a> {
+    /// Nothing written yet.
+    pub fn new(base: &'a dyn SeriesSource) -> Self {
+        Self {
+            base,
+            extra: Mutex::new(MemorySeries::new()),
+        }
+    }
+
+    fn record(&self, ts: i64, samples: &[&OutputSample]) {
+        let mut extra = self.extra.lock().unwrap_or_else(PoisonError::into_inner);
+        for sample in samples {
+            extra.append(&sample.labels, ts, sample.v);
+        }
+    }
 }
 
 impl SeriesSource for Overlay<'_> {
@@ -212,7 +241,11 @@ impl SeriesSource for Overlay<'_> {
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
         let mut base = self.base.select(matchers, mint, maxt)?;
-        let extra = self.extra.select(matchers, mint, maxt)?;
+        let extra = self
+            .extra
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .select(matchers, mint, maxt)?;
         if extra.is_empty() {
             return Ok(base);
         }
@@ -235,6 +268,7 @@ impl SeriesSource for Overlay<'_> {
                 }
             }
         }
+        base.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(base)
     }
 }

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::{
     config::AlertingSettings,
+    query::{eval::SelectionCache, memory::MemorySeries},
     registry::Registry,
     store::{Store, now_ms},
 };
@@ -459,6 +460,9 @@ impl RuleManager {
         let mut evaluated = false;
         let mut history = Vec::new();
         let mut before: HashMap<String, Vec<PersistedAlert>> = HashMap::new();
+        // Groups due at the same instant share what they select and see what earlier ones wrote.
+        let store: &dyn crate::query::SeriesSource = &self.inner.store;
+        let mut instants: HashMap<i64, (group::Overlay<'_>, SelectionCache)> = HashMap::new();
         for loaded in &mut rules.groups {
             if loaded.next_eval > now {
                 continue;
@@ -474,12 +478,16 @@ impl RuleManager {
             for (key, runtime) in loaded.keys.iter().zip(&loaded.runtime.rules) {
                 before.insert(key.clone(), persisted(runtime));
             }
+            let (overlay, cache) = instants
+                .entry(ts)
+                .or_insert_with(|| (group::Overlay::new(store), SelectionCache::default()));
             let output = group::eval_group(
                 &loaded.group,
                 &mut loaded.runtime,
-                &self.inner.store,
+                overlay,
                 ts,
                 &context,
+                cache,
             );
             for (idx, error) in &output.errors {
                 warn!(group = %loaded.group.name, rule = %loaded.group.rules[*idx].name, %error, "Rule evaluation failed.");
@@ -489,6 +497,7 @@ impl RuleManager {
             loaded.next_eval = (now - now.rem_euclid(interval)) + interval;
             evaluated = true;
         }
+        drop(instants);
         if !evaluated {
             return None;
         }
@@ -647,7 +656,13 @@ impl RuleManager {
         }
         let rows: Vec<(Vec<(String, String)>, f64)> = samples
             .iter()
-            .map(|s| (s.labels.clone().into_iter().collect(), s.v))
+            .map(|s| {
+                let pairs = s
+                    .labels
+                    .iter()
+                    .map(|p| (p.name.to_string(), p.value.to_string()));
+                (pairs.collect(), s.v)
+            })
             .collect();
         match self.inner.store.write_local(ts, &rows).await {
             Ok(pending) => {
@@ -666,11 +681,10 @@ impl RuleManager {
             .list()
             .into_iter()
             .map(|agent| OutputSample {
-                labels: [
-                    ("__name__".to_owned(), "aisemble_agent_up".to_owned()),
-                    ("host".to_owned(), agent.record.name.clone()),
-                ]
-                .into(),
+                labels: MemorySeries::labels(&[
+                    ("__name__", "aisemble_agent_up"),
+                    ("host", &agent.record.name),
+                ]),
                 v: if agent.connected { 1.0 } else { 0.0 },
             })
             .collect();
@@ -690,15 +704,11 @@ impl RuleManager {
             .usage_this_month
             .iter()
             .map(|u| OutputSample {
-                labels: [
-                    (
-                        "__name__".to_owned(),
-                        "aisemble_model_cost_month_to_date_usd".to_owned(),
-                    ),
-                    ("provider".to_owned(), u.provider.clone()),
-                    ("model".to_owned(), u.model.clone()),
-                ]
-                .into(),
+                labels: MemorySeries::labels(&[
+                    ("__name__", "aisemble_model_cost_month_to_date_usd"),
+                    ("provider", &u.provider),
+                    ("model", &u.model),
+                ]),
                 v: u.cost_usd,
             })
             .collect();

@@ -89,6 +89,7 @@ impl PersistedAlert {
             fired_at: self.fired_at,
             resolved_at: self.resolved_at,
             keep_firing_since: self.keep_firing_since,
+            scratch: Default::default(),
         }
     }
 

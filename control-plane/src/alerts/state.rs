@@ -3,10 +3,13 @@
 //! Pure: the evaluation time and the query result come in, the `ALERTS`/`ALERTS_FOR_STATE`
 //! samples go out. No clocks, no I/O.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::{rules::Rule, template::TemplateData};
-use crate::query::InstantSample;
+use crate::{
+    query::InstantSample,
+    store::{LabelPair, Labels},
+};
 
 /// A label set as alerts carry it.
 pub type LabelMap = BTreeMap<String, String>;
@@ -55,6 +58,62 @@ pub struct Alert {
     pub resolved_at: Option<i64>,
     /// Since when `keep_firing_for` holds it (ms).
     pub keep_firing_since: Option<i64>,
+    /// Derived per evaluation, not part of the alert's identity.
+    pub(crate) scratch: Scratch,
+}
+
+/// What an evaluation derives from an alert and reuses on the next one: the `ALERTS` and
+/// `ALERTS_FOR_STATE` label sets (rebuilt only when the state changes), and the last evaluation
+/// whose result held the alert. Always equal, so alerts compare by what they say.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scratch {
+    series: Option<(AlertState, Labels, Labels)>,
+    seen_at: Option<i64>,
+}
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Alert {
+    /// The `ALERTS` and `ALERTS_FOR_STATE` label sets of this alert in its current state.
+    fn series_labels(&mut self) -> (Labels, Labels) {
+        if let Some((state, alerts, for_state)) = &self.scratch.series
+            && *state == self.state
+        {
+            return (alerts.clone(), for_state.clone());
+        }
+        let pairs = |name: &str, state: Option<AlertState>| {
+            let mut pairs: Vec<LabelPair> = self
+                .labels
+                .iter()
+                .map(|(n, v)| LabelPair {
+                    name: Arc::from(n.as_str()),
+                    value: Arc::from(v.as_str()),
+                })
+                .collect();
+            pairs.push(LabelPair {
+                name: Arc::from(aisemble_shared::metrics::METRIC_NAME_LABEL),
+                value: Arc::from(name),
+            });
+            if let Some(state) = state {
+                pairs.push(LabelPair {
+                    name: Arc::from("alertstate"),
+                    value: Arc::from(state.as_str()),
+                });
+            }
+            // Ours go first: `Labels::new` keeps the first of duplicate names, and Prometheus
+            // sets `__name__` and `alertstate` over any the alert carries.
+            pairs.rotate_right(if state.is_some() { 2 } else { 1 });
+            Labels::new(pairs)
+        };
+        let alerts = pairs("ALERTS", Some(self.state));
+        let for_state = pairs("ALERTS_FOR_STATE", None);
+        self.scratch.series = Some((self.state, alerts.clone(), for_state.clone()));
+        (alerts, for_state)
+    }
 }
 
 /// External context of an evaluation.
@@ -86,7 +145,7 @@ pub enum RuleEvalError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputSample {
     /// Labels, `__name__` included.
-    pub labels: LabelMap,
+    pub labels: Labels,
     /// Value.
     pub v: f64,
 }
@@ -113,69 +172,86 @@ impl AlertingRuleState {
         limit: usize,
         context: &EvalContext,
     ) -> Result<Vec<OutputSample>, RuleEvalError> {
-        let mut fresh: BTreeMap<LabelMap, Alert> = BTreeMap::new();
+        // Everything is computed before the state changes: a duplicate label set leaves the
+        // alerts as they were, as in Prometheus.
+        let external_labels = Arc::new(context.external_labels.clone());
+        let templated = !rule.labels.is_empty() || !rule.annotations.is_empty();
+        let mut fresh: Vec<(LabelMap, LabelMap, f64)> = Vec::with_capacity(samples.len());
         for sample in samples {
             let result_labels: LabelMap = sample
                 .labels
                 .iter()
                 .map(|p| (p.name.to_string(), p.value.to_string()))
                 .collect();
-            let data = TemplateData {
-                labels: result_labels.clone(),
-                external_labels: context.external_labels.clone(),
-                external_url: context.external_url.clone(),
-                value: sample.v,
+            let (mut labels, template_labels) = if templated {
+                (result_labels.clone(), result_labels)
+            } else {
+                (result_labels, LabelMap::new())
             };
-            let mut labels = result_labels;
             labels.remove(aisemble_shared::metrics::METRIC_NAME_LABEL);
-            for (name, _, template) in &rule.labels {
-                let value = template.expand(&data);
-                if value.is_empty() {
-                    labels.remove(name);
-                } else {
-                    labels.insert(name.clone(), value);
+            let mut annotations = LabelMap::new();
+            if templated {
+                let data = Arc::new(TemplateData {
+                    labels: Arc::new(template_labels),
+                    external_labels: Arc::clone(&external_labels),
+                    external_url: context.external_url.clone(),
+                    value: sample.v,
+                });
+                for (name, _, template) in &rule.labels {
+                    let value = template.expand(&data);
+                    if value.is_empty() {
+                        labels.remove(name);
+                    } else {
+                        labels.insert(name.clone(), value);
+                    }
                 }
+                annotations = rule
+                    .annotations
+                    .iter()
+                    .map(|(name, _, template)| (name.clone(), template.expand(&data)))
+                    .collect();
             }
             labels.insert("alertname".into(), rule.name.clone());
-            let annotations: LabelMap = rule
-                .annotations
-                .iter()
-                .map(|(name, _, template)| (name.clone(), template.expand(&data)))
-                .collect();
-            if fresh.contains_key(&labels) {
-                return Err(RuleEvalError::DuplicateLabels);
-            }
-            fresh.insert(
-                labels.clone(),
-                Alert {
-                    labels,
-                    annotations,
-                    state: AlertState::Pending,
-                    value: sample.v,
-                    active_at: ts,
-                    fired_at: None,
-                    resolved_at: None,
-                    keep_firing_since: None,
-                },
-            );
+            fresh.push((labels, annotations, sample.v));
         }
-        let in_result: HashSet<LabelMap> = fresh.keys().cloned().collect();
-        for (labels, alert) in fresh {
+        let mut order: Vec<usize> = (0..fresh.len()).collect();
+        order.sort_unstable_by(|&a, &b| fresh[a].0.cmp(&fresh[b].0));
+        if order.windows(2).any(|w| fresh[w[0]].0 == fresh[w[1]].0) {
+            return Err(RuleEvalError::DuplicateLabels);
+        }
+        for (labels, annotations, value) in fresh {
             match self.active.get_mut(&labels) {
                 Some(existing) if existing.state != AlertState::Inactive => {
-                    existing.value = alert.value;
-                    existing.annotations = alert.annotations;
+                    existing.value = value;
+                    existing.annotations = annotations;
+                    existing.scratch.seen_at = Some(ts);
                 }
                 _ => {
-                    self.active.insert(labels, alert);
+                    self.active.insert(
+                        labels.clone(),
+                        Alert {
+                            labels,
+                            annotations,
+                            state: AlertState::Pending,
+                            value,
+                            active_at: ts,
+                            fired_at: None,
+                            resolved_at: None,
+                            keep_firing_since: None,
+                            scratch: Scratch {
+                                series: None,
+                                seen_at: Some(ts),
+                            },
+                        },
+                    );
                 }
             }
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.active.len() * 2);
         let mut active_or_pending = 0;
         let mut removed = Vec::new();
         for (labels, alert) in &mut self.active {
-            if in_result.contains(labels) {
+            if alert.scratch.seen_at == Some(ts) {
                 alert.keep_firing_since = None;
             } else {
                 let mut keep_firing = false;
@@ -205,15 +281,11 @@ impl AlertingRuleState {
                 alert.state = AlertState::Firing;
                 alert.fired_at = Some(ts);
             }
-            let mut series = alert.labels.clone();
-            series.insert("__name__".into(), "ALERTS".into());
-            series.insert("alertstate".into(), alert.state.as_str().into());
+            let (alerts, for_state) = alert.series_labels();
             out.push(OutputSample {
-                labels: series,
+                labels: alerts,
                 v: 1.0,
             });
-            let mut for_state = alert.labels.clone();
-            for_state.insert("__name__".into(), "ALERTS_FOR_STATE".into());
             out.push(OutputSample {
                 labels: for_state,
                 v: (alert.active_at / 1000) as f64,

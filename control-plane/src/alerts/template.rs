@@ -54,13 +54,14 @@ pub const FUNCTIONS: &[&str] = &[
     "parseDuration",
 ];
 
-/// The data a template sees.
+/// The data a template sees. The maps are shared: every template of an alert (and every alert of
+/// a rule, for the external labels) reads the same ones without copying.
 #[derive(Debug, Clone, Default)]
 pub struct TemplateData {
     /// The result sample's labels (`$labels`, `.Labels`).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Arc<BTreeMap<String, String>>,
     /// External labels (`$externalLabels`).
-    pub external_labels: BTreeMap<String, String>,
+    pub external_labels: Arc<BTreeMap<String, String>>,
     /// The control plane's URL (`$externalURL`).
     pub external_url: String,
     /// The result sample's value (`$value`, `.Value`).
@@ -178,25 +179,24 @@ impl Template {
     }
 
     /// Renders with `data`; an execution error renders as Prometheus renders it.
-    pub fn expand(&self, data: &TemplateData) -> String {
+    pub fn expand(&self, data: &Arc<TemplateData>) -> String {
         if let Some(plain) = &self.plain {
             return plain.clone();
         }
-        let data = Arc::new(data.clone());
         let mut exec = Exec {
             vars: vec![
-                ("$".into(), Val::Data(Arc::clone(&data))),
-                ("$labels".into(), Val::Map(Arc::new(data.labels.clone()))),
+                ("$".into(), Val::Data(Arc::clone(data))),
+                ("$labels".into(), Val::Map(Arc::clone(&data.labels))),
                 (
                     "$externalLabels".into(),
-                    Val::Map(Arc::new(data.external_labels.clone())),
+                    Val::Map(Arc::clone(&data.external_labels)),
                 ),
                 ("$externalURL".into(), Val::Str(data.external_url.clone())),
                 ("$value".into(), Val::Float(data.value)),
             ],
-            dot: Val::Data(Arc::clone(&data)),
+            dot: Val::Data(Arc::clone(data)),
             out: String::new(),
-            data,
+            data: Arc::clone(data),
         };
         match exec.run(&self.nodes) {
             Ok(()) => exec.out,
@@ -957,8 +957,8 @@ fn fields(mut value: Val, chain: &[String]) -> Result<Val, String> {
         value = match value {
             Val::Map(map) => Val::Str(map.get(field).cloned().unwrap_or_default()),
             Val::Data(data) => match field.as_str() {
-                "Labels" => Val::Map(Arc::new(data.labels.clone())),
-                "ExternalLabels" => Val::Map(Arc::new(data.external_labels.clone())),
+                "Labels" => Val::Map(Arc::clone(&data.labels)),
+                "ExternalLabels" => Val::Map(Arc::clone(&data.external_labels)),
                 "ExternalURL" => Val::Str(data.external_url.clone()),
                 "Value" => Val::Float(data.value),
                 other => {
@@ -1016,7 +1016,7 @@ fn print(value: &Val) -> String {
         }
         Val::Data(d) => format!(
             "{{{} {} {}}}",
-            print(&Val::Map(Arc::new(d.labels.clone()))),
+            print(&Val::Map(Arc::clone(&d.labels))),
             d.external_url,
             gofmt::format_g(d.value, None)
         ),

@@ -24,7 +24,7 @@ use super::{
     state::{AlertState, EvalContext, LabelMap},
 };
 use crate::{
-    query::{self, SeriesSource, Value, memory::MemorySeries},
+    query::{self, SeriesSource, Value, eval::SelectionCache, memory::MemorySeries},
     store::{SeriesSamples, StoreError},
 };
 
@@ -329,22 +329,28 @@ fn run_test(test: &TestGroup, groups: &[RuleGroup], evaluation_interval: Duratio
     let mut ts = 0;
     while ts <= max_t {
         let mut eval_errors = Vec::new();
-        for (group, runtime) in groups.iter().zip(runtimes.iter_mut()) {
+        let mut written = Vec::new();
+        {
             let view = Until {
                 inner: &memory,
                 until: ts,
             };
-            let output = group::eval_group(group, runtime, &view, ts, &context);
-            for (idx, error) in output.errors {
-                eval_errors.push(format!(
-                    "    rule: {}, time: {}, err: {error}",
-                    group.rules[idx].name,
-                    format_duration(ts)
-                ));
+            let overlay = group::Overlay::new(&view);
+            let mut cache = SelectionCache::default();
+            for (group, runtime) in groups.iter().zip(runtimes.iter_mut()) {
+                let output = group::eval_group(group, runtime, &overlay, ts, &context, &mut cache);
+                for (idx, error) in output.errors {
+                    eval_errors.push(format!(
+                        "    rule: {}, time: {}, err: {error}",
+                        group.rules[idx].name,
+                        format_duration(ts)
+                    ));
+                }
+                written.extend(output.samples);
             }
-            for sample in output.samples {
-                memory.append(&group::to_labels(&sample.labels), ts, sample.v);
-            }
+        }
+        for sample in written {
+            memory.append(&sample.labels, ts, sample.v);
         }
         if !eval_errors.is_empty() {
             errors.extend(eval_errors);

@@ -68,13 +68,29 @@ pub const SUPPORTED_OPERATORS: &[&str] = &[
 /// Each series' labels and its samples in a range selector's window.
 type Windows = Vec<(Labels, Vec<(i64, f64)>)>;
 
+/// Selections already made for one time range, by selector and window: shared by the steps of a
+/// range query, and by the rules evaluated at one instant (many rules read the same series).
+#[derive(Debug, Default)]
+pub struct SelectionCache {
+    entries: HashMap<String, (Option<String>, Arc<Vec<SeriesSamples>>)>,
+}
+
+impl SelectionCache {
+    /// Forgets selections that may include series of these metric names (written since), and
+    /// those of selectors without a metric name.
+    pub fn invalidate(&mut self, names: &std::collections::HashSet<&str>) {
+        self.entries
+            .retain(|_, (name, _)| name.as_deref().is_some_and(|n| !names.contains(n)));
+    }
+}
+
 /// Evaluates expressions over one store, caching each selector's series across the steps of a
 /// range query.
 pub struct Evaluator<'s> {
     store: &'s dyn SeriesSource,
     start: i64,
     end: i64,
-    cache: HashMap<String, Arc<Vec<SeriesSamples>>>,
+    cache: SelectionCache,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
@@ -82,7 +98,7 @@ impl std::fmt::Debug for Evaluator<'_> {
         f.debug_struct("Evaluator")
             .field("start", &self.start)
             .field("end", &self.end)
-            .field("cached_selectors", &self.cache.len())
+            .field("cached_selectors", &self.cache.entries.len())
             .finish_non_exhaustive()
     }
 }
@@ -90,12 +106,27 @@ impl std::fmt::Debug for Evaluator<'_> {
 impl<'s> Evaluator<'s> {
     /// An evaluator for instants in `[start, end]` (equal for an instant query).
     pub fn new(store: &'s dyn SeriesSource, start: i64, end: i64) -> Self {
+        Self::with_cache(store, start, end, SelectionCache::default())
+    }
+
+    /// An evaluator reusing selections made for the same `[start, end]` over the same source.
+    pub fn with_cache(
+        store: &'s dyn SeriesSource,
+        start: i64,
+        end: i64,
+        cache: SelectionCache,
+    ) -> Self {
         Self {
             store,
             start,
             end,
-            cache: HashMap::new(),
+            cache,
         }
+    }
+
+    /// Gives the selections back, for the next evaluator at the same instant.
+    pub fn into_cache(self) -> SelectionCache {
+        self.cache
     }
 
     /// The series of `selector` with samples covering every step, selected once.
@@ -105,7 +136,7 @@ impl<'s> Evaluator<'s> {
         window: i64,
     ) -> Result<Arc<Vec<SeriesSamples>>, QueryError> {
         let key = format!("{selector}\u{0}{window}");
-        if let Some(found) = self.cache.get(&key) {
+        if let Some((_, found)) = self.cache.entries.get(&key) {
             return Ok(Arc::clone(found));
         }
         let a = effective_time(selector, self.start, self.start, self.end);
@@ -113,7 +144,9 @@ impl<'s> Evaluator<'s> {
         // Staleness markers stay: an instant selector whose latest sample is one finds nothing;
         // range selectors skip them.
         let series = Arc::new(select(self.store, selector, a.min(b) - window, a.max(b))?);
-        self.cache.insert(key, Arc::clone(&series));
+        self.cache
+            .entries
+            .insert(key, (selector.name.clone(), Arc::clone(&series)));
         Ok(series)
     }
 

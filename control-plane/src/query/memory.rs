@@ -1,6 +1,8 @@
-//! Series held in memory: the input of a rule unit test (`aisemble-cp rules test`) and of the
-//! evaluator's own tests. Appends are in time order per series; selection is a linear scan, which
-//! is what a test's handful of series needs.
+//! Series held in memory: the input of a rule unit test (`aisemble-cp rules test`), and what
+//! rules wrote at the instant being evaluated. Appends are in time order per series; selection
+//! scans the selector's metric name (everything for a selector without one).
+
+use std::collections::BTreeMap;
 
 use promql_parser::label::Matcher;
 
@@ -10,7 +12,7 @@ use crate::store::{LabelPair, Labels, SeriesSamples, StoreError};
 /// Series and their samples, in memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemorySeries {
-    series: Vec<SeriesSamples>,
+    by_name: BTreeMap<String, BTreeMap<Labels, Vec<(i64, f64)>>>,
 }
 
 impl MemorySeries {
@@ -22,20 +24,15 @@ impl MemorySeries {
     /// Appends one sample; a sample not after the series' latest is ignored (as the store refuses
     /// out-of-order samples).
     pub fn append(&mut self, labels: &Labels, t: i64, v: f64) {
-        let idx = match self.series.binary_search_by(|s| s.labels.cmp(labels)) {
-            Ok(idx) => idx,
-            Err(idx) => {
-                self.series.insert(
-                    idx,
-                    SeriesSamples {
-                        labels: labels.clone(),
-                        samples: Vec::new(),
-                    },
-                );
-                idx
-            }
+        let name = labels.metric_name();
+        let series = match self.by_name.get_mut(name) {
+            Some(series) => series,
+            None => self.by_name.entry(name.to_owned()).or_default(),
         };
-        let samples = &mut self.series[idx].samples;
+        let samples = match series.get_mut(labels) {
+            Some(samples) => samples,
+            None => series.entry(labels.clone()).or_default(),
+        };
         if samples.last().is_none_or(|(last, _)| *last < t) {
             samples.push((t, v));
         }
@@ -54,9 +51,9 @@ impl MemorySeries {
         )
     }
 
-    /// Every series, sorted by labels.
-    pub fn all(&self) -> &[SeriesSamples] {
-        &self.series
+    /// Whether nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
     }
 }
 
@@ -67,22 +64,35 @@ impl SeriesSource for MemorySeries {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
-        Ok(self
-            .series
+        let named = matchers.iter().find(|m| {
+            m.name == aisemble_shared::metrics::METRIC_NAME_LABEL
+                && matches!(m.op, promql_parser::label::MatchOp::Equal)
+        });
+        let buckets: Vec<&BTreeMap<Labels, Vec<(i64, f64)>>> = match named {
+            Some(m) => self.by_name.get(&m.value).into_iter().collect(),
+            None => self.by_name.values().collect(),
+        };
+        let mut out: Vec<SeriesSamples> = buckets
             .iter()
-            .filter(|s| {
+            .flat_map(|series| series.iter())
+            .filter(|(labels, _)| {
                 matchers
                     .iter()
-                    .all(|m| m.is_match(s.labels.get(&m.name).unwrap_or("")))
+                    .all(|m| m.is_match(labels.get(&m.name).unwrap_or("")))
             })
-            .filter_map(|s| {
-                let from = s.samples.partition_point(|(t, _)| *t < mint);
-                let to = s.samples.partition_point(|(t, _)| *t <= maxt);
+            .filter_map(|(labels, samples)| {
+                let from = samples.partition_point(|(t, _)| *t < mint);
+                let to = samples.partition_point(|(t, _)| *t <= maxt);
                 (from < to).then(|| SeriesSamples {
-                    labels: s.labels.clone(),
-                    samples: s.samples[from..to].to_vec(),
+                    labels: labels.clone(),
+                    samples: samples[from..to].to_vec(),
                 })
             })
-            .collect())
+            .collect();
+        if buckets.len() > 1 {
+            // Names are not the first label of every set (`A` sorts before `__name__`).
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
+        Ok(out)
     }
 }

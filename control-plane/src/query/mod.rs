@@ -173,9 +173,16 @@ pub(crate) fn select(
 ) -> Result<Vec<SeriesSamples>, QueryError> {
     let sets = selector_matchers(selector);
     let mut out: Vec<SeriesSamples> = Vec::new();
+    let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
     for matchers in &sets {
-        for series in store.select(matchers, mint, maxt)? {
-            if !out.iter().any(|s| s.labels == series.labels) {
+        let selected = store.select(matchers, mint, maxt)?;
+        if sets.len() == 1 {
+            out = selected;
+            break;
+        }
+        // Several `or` matcher sets may select the same series: keep it once.
+        for series in selected {
+            if seen.insert(series.labels.clone()) {
                 out.push(series);
             }
         }

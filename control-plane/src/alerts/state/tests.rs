@@ -186,17 +186,20 @@ fn labels_annotations_and_alerts_series() {
     assert_eq!(a.annotations["summary"], "CPU on a at 96.5%");
     let alerts: Vec<&OutputSample> = out
         .iter()
-        .filter(|s| s.labels["__name__"] == "ALERTS")
+        .filter(|s| s.labels.get("__name__").unwrap_or("") == "ALERTS")
         .collect();
     assert_eq!(alerts.len(), 2);
     assert!(
         alerts
             .iter()
-            .all(|s| s.labels["alertstate"] == "pending" && s.v == 1.0)
+            .all(|s| s.labels.get("alertstate").unwrap_or("") == "pending" && s.v == 1.0)
     );
     let for_state = out
         .iter()
-        .find(|s| s.labels["__name__"] == "ALERTS_FOR_STATE" && s.labels["host"] == "b")
+        .find(|s| {
+            s.labels.get("__name__").unwrap_or("") == "ALERTS_FOR_STATE"
+                && s.labels.get("host").unwrap_or("") == "b"
+        })
         .expect("for state");
     assert_eq!(
         for_state.v, 30.0,

@@ -1,15 +1,17 @@
 use super::*;
 
-fn data(value: f64) -> TemplateData {
-    TemplateData {
-        labels: [("host", "node-1"), ("mount", "/"), ("instance", "db:5432")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        external_labels: [("cluster".to_owned(), "eu".to_owned())].into(),
+fn data(value: f64) -> Arc<TemplateData> {
+    Arc::new(TemplateData {
+        labels: Arc::new(
+            [("host", "node-1"), ("mount", "/"), ("instance", "db:5432")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        ),
+        external_labels: Arc::new([("cluster".to_owned(), "eu".to_owned())].into()),
         external_url: "http://cp:8080".into(),
         value,
-    }
+    })
 }
 
 #[track_caller]
