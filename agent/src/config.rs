@@ -223,6 +223,12 @@ impl Settings {
     pub fn status_path(&self) -> PathBuf {
         self.data_dir.join("status.json")
     }
+
+    /// Path of the file that keeps the last monitoring state the control plane set, so that a
+    /// paused agent starts paused (before it can reach the control plane).
+    pub fn monitoring_path(&self) -> PathBuf {
+        self.data_dir.join("monitoring")
+    }
 }
 
 /// The host part of `HOST:PORT` (brackets removed for IPv6), if the port is valid.

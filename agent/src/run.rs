@@ -54,7 +54,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     ));
     let (records_tx, records_rx) = watch::channel(journal.last_seq());
     let sink = RecordSink::new(Arc::clone(&journal), records_tx);
-    let (monitoring_tx, monitoring_rx) = watch::channel(MonitoringState::Running);
+    let monitoring_path = settings.monitoring_path();
+    let initial = read_monitoring(&monitoring_path).await;
+    if initial == MonitoringState::Paused {
+        info!("Monitoring is paused (as the control plane last said); not collecting.");
+    }
+    status.set_monitoring(initial);
+    let (monitoring_tx, monitoring_rx) = watch::channel(initial);
+    let monitoring_task = tokio::spawn(keep_monitoring(
+        monitoring_path,
+        monitoring_rx.clone(),
+        shutdown.clone(),
+    ));
 
     let collect::Built {
         mut collectors,
@@ -115,11 +126,42 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         error!(%error, "Uplink task failed.");
     }
     let _ = status_task.await;
+    let _ = monitoring_task.await;
     let stats = journal.stats();
     let last_status = Arc::clone(&status);
     tokio::task::spawn_blocking(move || last_status.write(stats)).await??;
     info!(backlog = stats.records, "Agent stopped.");
     Ok(())
+}
+
+/// The monitoring state last written by [`keep_monitoring`]; running when there is none.
+async fn read_monitoring(path: &std::path::Path) -> MonitoringState {
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) if text.trim() == "paused" => MonitoringState::Paused,
+        _ => MonitoringState::Running,
+    }
+}
+
+/// Writes every monitoring state the control plane sets, until shutdown.
+async fn keep_monitoring(
+    path: std::path::PathBuf,
+    mut monitoring: watch::Receiver<MonitoringState>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            changed = monitoring.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let state = *monitoring.borrow_and_update();
+        let text = match state {
+            MonitoringState::Paused => "paused\n",
+            MonitoringState::Running => "running\n",
+        };
+        if let Err(error) = tokio::fs::write(&path, text).await {
+            warn!(%error, path = %path.display(), "Cannot keep the monitoring state.");
+        }
+    }
 }
 
 /// Collects at every tick and appends one record to the journal, until shutdown.

@@ -74,8 +74,15 @@ fn main() {
 
     // A quiet fleet (a few dozen alerts) and an alert storm (a quarter of all series breach,
     // every alert re-templated and re-written each cycle).
-    evaluate_cycles(&store, end, "quiet", |_| 98);
-    evaluate_cycles(&store, end, "storm", |n| 50 + n % 45);
+    // `BENCH_SCENARIO=quiet` (or `storm`) runs one, for profiling.
+    let only = std::env::var("BENCH_SCENARIO").ok();
+    let wanted = |scenario: &str| only.as_deref().is_none_or(|o| o == scenario);
+    if wanted("quiet") {
+        evaluate_cycles(&store, end, "quiet", |_| 98);
+    }
+    if wanted("storm") {
+        evaluate_cycles(&store, end, "storm", |n| 50 + n % 45);
+    }
     store.shutdown();
 }
 

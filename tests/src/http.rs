@@ -63,6 +63,21 @@ impl Api {
         Ok((status, response.json().await?))
     }
 
+    /// `POST path` with no body.
+    ///
+    /// # Errors
+    /// When the request fails or the response is not JSON.
+    pub async fn post_empty(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
     /// `DELETE path`.
     ///
     /// # Errors

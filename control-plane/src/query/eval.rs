@@ -216,11 +216,16 @@ impl<'s> Evaluator<'s> {
             .filter_map(|s| {
                 let from = s.samples.partition_point(|(st, _)| *st < at - range);
                 let to = s.samples.partition_point(|(st, _)| *st <= at);
-                let samples: Vec<(i64, f64)> = s.samples[from..to]
-                    .iter()
-                    .filter(|(_, v)| !is_stale_marker(*v))
-                    .copied()
-                    .collect();
+                let window = &s.samples[from..to];
+                let samples: Vec<(i64, f64)> = if window.iter().any(|(_, v)| is_stale_marker(*v)) {
+                    window
+                        .iter()
+                        .filter(|(_, v)| !is_stale_marker(*v))
+                        .copied()
+                        .collect()
+                } else {
+                    window.to_vec()
+                };
                 (!samples.is_empty()).then(|| (s.labels.clone(), samples))
             })
             .collect())

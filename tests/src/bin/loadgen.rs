@@ -60,6 +60,10 @@ enum Command {
         /// Series per agent.
         #[arg(long, default_value_t = 100)]
         series: usize,
+        /// Send what a real host sends (system figures, four health checks, a service's and a
+        /// model's counters and histograms: 83 series) instead of `--series` generic ones.
+        #[arg(long)]
+        fleet: bool,
         /// Samples per series per second.
         #[arg(long, default_value_t = 10)]
         rate: u64,
@@ -109,6 +113,7 @@ fn main() -> anyhow::Result<()> {
             http,
             agents,
             series,
+            fleet,
             rate,
             duration,
             endpoints,
@@ -123,6 +128,7 @@ fn main() -> anyhow::Result<()> {
                 http,
                 agents,
                 series,
+                fleet,
                 rate,
                 duration,
                 endpoints,
@@ -165,6 +171,7 @@ struct Options {
     http: SocketAddr,
     agents: usize,
     series: usize,
+    fleet: bool,
     rate: u64,
     duration: Duration,
     endpoints: usize,
@@ -230,10 +237,15 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
             Arc::clone(&measuring),
             Arc::clone(&stop),
         );
-        let (quic, series, rate) = (options.quic, options.series, options.rate);
+        let templates = if options.fleet {
+            fleet_series()
+        } else {
+            generic_series(options.series)
+        };
+        let (quic, rate) = (options.quic, options.rate);
         tasks.push(tokio::spawn(async move {
             if let Err(error) = agent(
-                i, endpoint, config, quic, series, rate, &stats, &measuring, &stop,
+                i, endpoint, config, quic, templates, rate, &stats, &measuring, &stop,
             )
             .await
             {
@@ -290,7 +302,11 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
         "offered:  {:.0} samples/s ({} agents x {} series x {}/s)",
         (sent_after - sent_before) as f64 / elapsed,
         options.agents,
-        options.series,
+        if options.fleet {
+            fleet_series().len()
+        } else {
+            options.series
+        },
         options.rate
     );
     println!(
@@ -324,7 +340,7 @@ async fn agent(
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
     quic: SocketAddr,
-    n_series: usize,
+    templates: Vec<(Sample, Shape)>,
     rate: u64,
     stats: &Stats,
     measuring: &AtomicBool,
@@ -352,13 +368,7 @@ async fn agent(
     };
     stats.connected.fetch_add(1, Ordering::Relaxed);
 
-    // Series: 10 metric names x n/10 label values, like a host with several devices.
-    let templates: Vec<Sample> = (0..n_series)
-        .map(|s| {
-            Sample::new(format!("loadgen_metric_{}", s % 10), 0.0)
-                .with_label("device", format!("dev{}", s / 10))
-        })
-        .collect();
+    let n_series = templates.len();
     let pending: Arc<Mutex<std::collections::VecDeque<(u64, Instant)>>> = Arc::default();
     let reader_pending = Arc::clone(&pending);
     let reader = async move {
@@ -402,8 +412,8 @@ async fn agent(
                     let samples = templates
                         .iter()
                         .enumerate()
-                        .map(|(i, s)| Sample {
-                            value: ((step + i as u64) % 100) as f64 * 0.5,
+                        .map(|(i, (s, shape))| Sample {
+                            value: shape.value(step, i),
                             ..s.clone()
                         })
                         .collect();
@@ -442,4 +452,155 @@ async fn agent(
         result = reader => result,
         result = writer => result,
     }
+}
+
+/// How a simulated series moves.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// Up and down between 0 and 50.
+    Gauge,
+    /// A constant.
+    Constant(f64),
+    /// Grows by this much per sample.
+    Counter(f64),
+}
+
+impl Shape {
+    fn value(self, step: u64, index: usize) -> f64 {
+        match self {
+            Self::Gauge => ((step + index as u64) % 100) as f64 * 0.5,
+            Self::Constant(v) => v,
+            Self::Counter(per_step) => step as f64 * per_step,
+        }
+    }
+}
+
+/// Generic series: 10 metric names x n/10 label values, like a host with several devices.
+fn generic_series(n: usize) -> Vec<(Sample, Shape)> {
+    (0..n)
+        .map(|s| {
+            let sample = Sample::new(format!("loadgen_metric_{}", s % 10), 0.0)
+                .with_label("device", format!("dev{}", s / 10));
+            (sample, Shape::Gauge)
+        })
+        .collect()
+}
+
+/// What one real host sends: system figures, four health checks, one service and one model.
+fn fleet_series() -> Vec<(Sample, Shape)> {
+    use aisemble_shared::metrics as names;
+    let mut out = Vec::new();
+    let mut push = |sample: Sample, shape: Shape| out.push((sample, shape));
+    for name in [
+        names::SYSTEM_CPU_USAGE_PERCENT,
+        names::SYSTEM_MEMORY_USAGE_PERCENT,
+        names::SYSTEM_MEMORY_USED_BYTES,
+        names::SYSTEM_LOAD1,
+        names::SYSTEM_LOAD5,
+        names::SYSTEM_LOAD15,
+        names::SYSTEM_PROCESSES,
+        names::SYSTEM_TCP_CONNECTIONS,
+    ] {
+        push(Sample::new(name, 0.0), Shape::Gauge);
+    }
+    push(
+        Sample::new(names::SYSTEM_MEMORY_TOTAL_BYTES, 0.0),
+        Shape::Constant(64e9),
+    );
+    push(
+        Sample::new(names::SYSTEM_UPTIME_SECONDS, 0.0),
+        Shape::Counter(1.0),
+    );
+    for mount in ["/", "/data"] {
+        for name in [
+            names::SYSTEM_DISK_USAGE_PERCENT,
+            names::SYSTEM_DISK_USED_BYTES,
+        ] {
+            push(
+                Sample::new(name, 0.0).with_label("mount", mount),
+                Shape::Gauge,
+            );
+        }
+        let total = Sample::new(names::SYSTEM_DISK_TOTAL_BYTES, 0.0).with_label("mount", mount);
+        push(total, Shape::Constant(1e12));
+    }
+    for interface in ["eth0", "eth1"] {
+        for name in [
+            names::SYSTEM_NETWORK_RECEIVE_BYTES_TOTAL,
+            names::SYSTEM_NETWORK_TRANSMIT_BYTES_TOTAL,
+        ] {
+            let sample = Sample::new(name, 0.0).with_label("interface", interface);
+            push(sample, Shape::Counter(1e5));
+        }
+    }
+    for check in ["postgres", "redis", "api-http", "gpu-tcp"] {
+        let labelled = |name| Sample::new(name, 0.0).with_label("check", check);
+        push(labelled(names::CHECK_UP), Shape::Constant(1.0));
+        push(
+            labelled(names::CHECK_DURATION_SECONDS),
+            Shape::Constant(0.004),
+        );
+        push(
+            labelled(names::CHECK_CONSECUTIVE_FAILURES),
+            Shape::Constant(0.0),
+        );
+    }
+    let histogram = |push: &mut dyn FnMut(Sample, Shape), base: &str, labels: &[(&str, &str)]| {
+        let with = |mut sample: Sample| {
+            for (name, value) in labels {
+                sample = sample.with_label(*name, *value);
+            }
+            sample
+        };
+        let bounds = [
+            "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+        ];
+        for (j, le) in bounds.iter().chain(&["+Inf"]).enumerate() {
+            let bucket = with(Sample::new(format!("{base}_bucket"), 0.0)).with_label("le", *le);
+            push(bucket, Shape::Counter((j + 1) as f64));
+        }
+        push(
+            with(Sample::new(format!("{base}_count"), 0.0)),
+            Shape::Counter(11.0),
+        );
+        push(
+            with(Sample::new(format!("{base}_sum"), 0.0)),
+            Shape::Counter(2.2),
+        );
+    };
+    let service = [("service", "api")];
+    for (status, per_step) in [("2xx", 10.0), ("4xx", 0.5), ("5xx", 0.1)] {
+        let sample = Sample::new(names::REQUESTS_TOTAL, 0.0)
+            .with_label("service", "api")
+            .with_label("status", status);
+        push(sample, Shape::Counter(per_step));
+    }
+    histogram(&mut push, names::REQUEST_DURATION_SECONDS, &service);
+    let connections = Sample::new(names::ACTIVE_CONNECTIONS, 0.0).with_label("service", "api");
+    push(connections, Shape::Gauge);
+    let model = [("model", "llama-3-8b"), ("provider", "local")];
+    let with_model = |name: &str| {
+        Sample::new(name, 0.0)
+            .with_label("model", "llama-3-8b")
+            .with_label("provider", "local")
+    };
+    for (outcome, per_step) in [("success", 5.0), ("failure", 0.05)] {
+        let sample = with_model(names::MODEL_INFERENCE_TOTAL).with_label("outcome", outcome);
+        push(sample, Shape::Counter(per_step));
+    }
+    histogram(&mut push, names::MODEL_INFERENCE_DURATION_SECONDS, &model);
+    histogram(&mut push, names::MODEL_QUEUE_DURATION_SECONDS, &model);
+    for (direction, per_step) in [("in", 900.0), ("out", 300.0)] {
+        let sample = with_model(names::MODEL_TOKENS_TOTAL).with_label("direction", direction);
+        push(sample, Shape::Counter(per_step));
+    }
+    push(
+        with_model(names::MODEL_COST_USD_TOTAL),
+        Shape::Counter(0.002),
+    );
+    push(with_model(names::MODEL_REQUESTS_RUNNING), Shape::Gauge);
+    push(with_model(names::MODEL_QUEUE_DEPTH), Shape::Gauge);
+    let breaker = Sample::new(names::CIRCUIT_BREAKER_STATE, 0.0).with_label("service", "api");
+    push(breaker, Shape::Constant(0.0));
+    out
 }

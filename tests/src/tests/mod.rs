@@ -9,6 +9,7 @@ mod fleet;
 mod hostile;
 mod inference;
 mod journal_cap;
+mod monitoring;
 mod outage;
 mod quickstart;
 mod refusals;
