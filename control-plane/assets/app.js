@@ -137,13 +137,19 @@
 
   /** A sparkline of one series over [start, end], scaled to [0, max]. */
   function sparkline(series, { max = 100, width = 90, height = 22, cls = 's0' } = {}) {
-    if (!series || series.points.length < 2) {
-      return `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" aria-hidden="true"><line class="grid" x1="0" y1="${height - 1}" x2="${width}" y2="${height - 1}"/></svg>`;
+    const baseline = `<line class="grid" x1="0" y1="${height - 1}" x2="${width}" y2="${height - 1}"/>`;
+    if (!series || !series.points.length) {
+      return `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" aria-hidden="true">${baseline}</svg>`;
     }
     const { start, end } = series;
     const top = Math.max(max, ...series.points.map((p) => p[1]));
     const x = (t) => ((t - start) / Math.max(1, end - start)) * width;
     const y = (v) => height - 1 - (Math.max(0, v) / (top || 1)) * (height - 2);
+    if (series.points.length === 1) {
+      // A host that just connected has one step of history: a dot, not an empty box.
+      const [t, v] = series.points[0];
+      return `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" aria-hidden="true">${baseline}<circle class="${cls}" r="2" cx="${Math.min(width - 2, x(t)).toFixed(1)}" cy="${y(v).toFixed(1)}"/></svg>`;
+    }
     const paths = segments(series.points, series.step).map((seg) => {
       const line = seg.map((p, i) => (i ? 'L' : 'M') + x(p[0]).toFixed(1) + ' ' + y(p[1]).toFixed(1)).join('');
       const area = line + `L${x(seg[seg.length - 1][0]).toFixed(1)} ${height}L${x(seg[0][0]).toFixed(1)} ${height}Z`;
@@ -607,6 +613,8 @@
     pollSeq += 1;
     const mine = pollSeq;
     const { view, root } = current;
+    // A hidden tab does not poll; visibilitychange polls at once when it is shown again.
+    if (document.hidden) return;
     try {
       await Promise.all([view.refresh(root), updateBadge()]);
       if (mine !== pollSeq) return;
