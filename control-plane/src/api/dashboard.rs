@@ -1,54 +1,201 @@
-//! `GET /`: a small self-contained page (no external assets) listing the fleet from `/ops/agents`,
-//! refreshed every 5 seconds. It asks for an API token once and keeps it in the browser's local
-//! storage.
+//! The web dashboard: `GET /` (the page) and `GET /assets/{file}` (its stylesheet, script and
+//! icon). The files live in `control-plane/assets/` and are compiled into the binary with
+//! `include_bytes!`, so the dashboard works with no internet and no files beside the binary.
+//!
+//! This module owns serving those bytes: content type, a strong `ETag` per encoding (a matching
+//! `If-None-Match` gets `304`), `Cache-Control: no-cache` (revalidate every load, so a new binary's
+//! assets are picked up at once while unchanged ones cost a 304), gzip when the client accepts it
+//! (compressed once, on first use, and kept), and a strict Content-Security-Policy (`'self'`
+//! only: the page loads nothing from elsewhere and runs no inline script).
+//!
+//! The page is unauthenticated on purpose: it holds no data. Everything it shows comes from the
+//! authenticated JSON API, called by the browser with the operator's bearer token. This module
+//! must not read the store, the registry or any other state.
 
-use axum::response::Html;
+use std::{io::Write as _, sync::OnceLock};
 
-/// The page.
-pub(super) async fn page() -> Html<&'static str> {
-    Html(PAGE)
+use axum::{
+    body::Body,
+    extract::Path,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use super::error::ApiError;
+
+/// One embedded file.
+#[derive(Debug)]
+struct Asset {
+    /// File name under `/assets/` (the page itself is `index.html`, served at `/`).
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
 }
 
-const PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Ai-semble Ops</title>
-<style>
-:root{color-scheme:light dark;--bg:#f7f7f8;--fg:#1c1d21;--muted:#6b6f76;--card:#fff;--line:#e3e4e8;--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700}
-@media(prefers-color-scheme:dark){:root{--bg:#0f1115;--fg:#e6e7ea;--muted:#9aa0a8;--card:#171a21;--line:#262a33;--ok:#3fb950;--bad:#f85149;--warn:#d29922}}
-body{margin:0;font:14px/1.45 system-ui,sans-serif;background:var(--bg);color:var(--fg)}
-header{display:flex;gap:1rem;align-items:center;padding:.8rem 1.2rem;border-bottom:1px solid var(--line);background:var(--card)}
-h1{font-size:1.05rem;margin:0}main{padding:1.2rem}.muted{color:var(--muted)}
-table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:8px;overflow:hidden}
-th,td{text-align:left;padding:.5rem .7rem;border-bottom:1px solid var(--line)}th{font-weight:600;color:var(--muted);font-size:.8rem;text-transform:uppercase}
-.up{color:var(--ok)}.down{color:var(--bad)}.bar{display:inline-block;height:.5rem;border-radius:3px;background:var(--ok);vertical-align:middle;margin-right:.4rem}
-.hot{background:var(--warn)}.crit{background:var(--bad)}input,button{font:inherit;padding:.35rem .6rem;border:1px solid var(--line);border-radius:6px;background:var(--card);color:var(--fg)}
-#summary{margin-bottom:1rem}
-</style></head><body>
-<header><h1>Ai-semble Ops</h1><span id="summary-top" class="muted"></span><span style="flex:1"></span>
-<form id="login"><input id="token" type="password" placeholder="API token" size="30"> <button>Save token</button></form></header>
-<main><div id="summary" class="muted">Loading…</div>
-<table><thead><tr><th>Agent</th><th>State</th><th>CPU</th><th>Memory</th><th>Fullest disk</th><th>Buffer</th><th>Last seen</th><th>Version</th></tr></thead><tbody id="rows"></tbody></table></main>
-<script>
-const $=s=>document.querySelector(s);
-$('#login').onsubmit=e=>{e.preventDefault();localStorage.setItem('aisemble-token',$('#token').value.trim());$('#token').value='';refresh()};
-const esc=s=>String(s??'').replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
-const pct=v=>v==null?'<span class="muted">–</span>':`<span class="bar ${v>85?'crit':v>80?'hot':''}" style="width:${Math.max(2,Math.min(100,v))*0.6}px"></span>${v.toFixed(1)}%`;
-const ago=ms=>{const s=Math.max(0,Math.round((Date.now()-ms)/1000));return s<60?s+'s ago':s<3600?Math.round(s/60)+'m ago':Math.round(s/3600)+'h ago'};
-async function refresh(){
-  const token=localStorage.getItem('aisemble-token');
-  if(!token){$('#summary').textContent='Enter an API token (printed by `aisemble-cp quickstart`, or create one with `aisemble-cp token create --role viewer`).';return}
-  try{
-    const r=await fetch('/ops/agents',{headers:{Authorization:'Bearer '+token}});
-    if(!r.ok){const e=await r.json().catch(()=>({}));$('#summary').textContent='Error: '+(e.error?.message||r.status);return}
-    const {agents}=await r.json();const up=agents.filter(a=>a.connected).length;
-    $('#summary').textContent=`${agents.length} agents, ${up} connected, ${agents.length-up} disconnected · refreshed ${new Date().toLocaleTimeString()}`;
-    $('#rows').innerHTML=agents.map(a=>`<tr><td><b>${esc(a.id)}</b><div class="muted">${esc(a.hostname)}</div></td>
-      <td class="${a.connected?'up':'down'}">${a.connected?'● up':'● down'}${a.monitoring==='paused'?' <span class="muted">(paused)</span>':''}</td>
-      <td>${pct(a.resources.cpu_usage_percent)}</td><td>${pct(a.resources.memory_usage_percent)}</td>
-      <td>${a.resources.fullest_disk?pct(a.resources.fullest_disk.usage_percent)+' <span class="muted">'+esc(a.resources.fullest_disk.mount)+'</span>':'–'}</td>
-      <td>${a.buffer.records} rec${a.buffer.dropped_records?` <span class="down">${a.buffer.dropped_records} dropped</span>`:''}</td>
-      <td>${ago(a.last_seen_ms)}</td><td class="muted">${esc(a.version)}</td></tr>`).join('');
-  }catch(e){$('#summary').textContent='Cannot reach the control plane: '+e}
+/// Every file the dashboard consists of. `index.html` references the others by `/assets/NAME`; a
+/// unit test checks that every reference resolves to an entry here.
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../assets/index.html"),
+    },
+    Asset {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../assets/app.css"),
+    },
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/app.js"),
+    },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../../assets/favicon.svg"),
+    },
+];
+
+/// Only this origin, no inline script or style, no framing. `img-src data:` is not needed: the
+/// charts are inline SVG elements, not images.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// `GET /`: the page.
+pub(super) async fn page(headers: HeaderMap) -> Response {
+    match prepared().iter().find(|p| p.asset.name == "index.html") {
+        Some(prepared) => respond(prepared, &headers),
+        None => {
+            ApiError::not_found("the dashboard page is missing from this build").into_response()
+        }
+    }
 }
-refresh();setInterval(refresh,5000);
-</script></body></html>"#;
+
+/// `GET /assets/{file}`.
+pub(super) async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    match prepared().iter().find(|p| p.asset.name == file) {
+        Some(prepared) => respond(prepared, &headers),
+        None => ApiError::not_found(format!("no dashboard asset {file:?}")).into_response(),
+    }
+}
+
+/// An asset with what is computed once: its ETags and its gzip body.
+#[derive(Debug)]
+struct Prepared {
+    asset: &'static Asset,
+    etag: String,
+    /// `None` when gzip would not be smaller (or could not be made).
+    gzip: Option<(Bytes, String)>,
+}
+
+fn prepared() -> &'static [Prepared] {
+    static PREPARED: OnceLock<Vec<Prepared>> = OnceLock::new();
+    PREPARED.get_or_init(|| ASSETS.iter().map(prepare).collect())
+}
+
+fn prepare(asset: &'static Asset) -> Prepared {
+    let digest = Sha256::digest(asset.body);
+    // 64 bits of the hash are plenty to tell versions of one file apart.
+    let tag = hex::encode(&digest[..8]);
+    let gzip = gzip(asset.body)
+        .filter(|compressed| compressed.len() < asset.body.len())
+        .map(|compressed| (Bytes::from(compressed), format!("\"{tag}-gz\"")));
+    Prepared {
+        asset,
+        etag: format!("\"{tag}\""),
+        gzip,
+    }
+}
+
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok()
+}
+
+fn respond(prepared: &Prepared, request: &HeaderMap) -> Response {
+    let accept = request
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (body, etag, gzipped) = match &prepared.gzip {
+        Some((bytes, etag)) if accepts_gzip(accept) => (bytes.clone(), etag.as_str(), true),
+        _ => (
+            Bytes::from_static(prepared.asset.body),
+            prepared.etag.as_str(),
+            false,
+        ),
+    };
+    let not_modified = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| etag_matches(v, etag));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = Response::new(Body::from(body));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(prepared.asset.content_type),
+        );
+        if gzipped {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        response
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// Whether an `Accept-Encoding` value allows gzip: `gzip`, `x-gzip` or `*` with a q-value above 0
+/// (RFC 9110 §12.5.3; an explicit `gzip;q=0` refuses it even when `*` is present).
+fn accepts_gzip(accept_encoding: &str) -> bool {
+    let mut star = false;
+    for item in accept_encoding.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match coding.as_str() {
+            "gzip" | "x-gzip" => return q > 0.0,
+            "*" => star = q > 0.0,
+            _ => {}
+        }
+    }
+    star
+}
+
+/// Whether an `If-None-Match` list names `etag` (weak comparison, as RFC 9110 §13.1.2 asks for).
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let etag = strip(etag);
+    if_none_match
+        .split(',')
+        .any(|candidate| candidate.trim() == "*" || strip(candidate) == etag)
+}
+
+#[cfg(test)]
+mod tests;

@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(ops::health))
         .route("/", get(dashboard::page))
+        .route("/assets/{file}", get(dashboard::asset))
         .merge(metrics)
         .merge(viewer)
         .merge(operator)

@@ -1,9 +1,11 @@
-//! End-to-end acceptance tests (telemetry pipeline; health checks and inference metrics). Every
-//! test starts real processes and talks real HTTP and mutual-TLS QUIC on loopback.
+//! End-to-end acceptance tests (telemetry pipeline; health checks and inference metrics; alerting;
+//! the web dashboard in a real browser). Every test starts real processes and talks real HTTP and
+//! mutual-TLS QUIC on loopback.
 
 mod alerts;
 mod checks;
 mod config_errors;
+mod dashboard;
 mod examples;
 mod fleet;
 mod hostile;
