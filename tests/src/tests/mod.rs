@@ -2,6 +2,7 @@
 //! test starts real processes and talks real HTTP and mutual-TLS QUIC on loopback.
 
 mod alerts;
+mod api;
 mod checks;
 mod config_errors;
 mod examples;
