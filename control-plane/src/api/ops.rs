@@ -345,7 +345,7 @@ pub(super) async fn agents(State(state): State<AppState>) -> Json<AgentList> {
 /// `GET /ops/agents/{id}[?window=5m]`: inventory plus health checks, their recent state changes,
 /// and the host's service and model views.
 #[utoipa::path(get, path = "/ops/agents/{id}", tag = "ops",
-    params(("id" = String, Path, description = "Agent name"), WindowParams),
+    params(("id" = String, Path, description = "Agent name", example = "node-a"), WindowParams),
     responses(
         (status = 200, description = "The agent.", body = AgentDetail),
         (status = 400, description = "Bad `window`.", body = ErrorBody),
@@ -837,9 +837,10 @@ pub(super) struct Revoked {
 
 /// `POST /ops/agents/{id}/revoke`: revokes every certificate issued to the agent and disconnects it.
 #[utoipa::path(post, path = "/ops/agents/{id}/revoke", tag = "ops",
-    params(("id" = String, Path, description = "Agent name")),
+    params(("id" = String, Path, description = "Agent name", example = "gpu-node-07")),
     responses(
         (status = 200, description = "Revoked and disconnected.", body = Revoked),
+        (status = 400, description = "Not a valid agent name.", body = ErrorBody),
         (status = 404, description = "No certificate was issued to that name.", body = ErrorBody),
     ))]
 pub(super) async fn revoke(
@@ -856,6 +857,12 @@ pub(super) async fn revoke(
     .map_err(ApiError::internal)?;
     let (serials, list) = match revoked {
         Ok(result) => result,
+        // Found by schemathesis: a name no certificate can carry was a 500.
+        Err(aisemble_certs::Error::InvalidName(error)) => {
+            return Err(ApiError::bad_request(format!(
+                "{id:?} is not a valid agent name: {error}"
+            )));
+        }
         Err(aisemble_certs::Error::UnknownAgent { .. }) => {
             return Err(ApiError::not_found(format!(
                 "no certificate issued to {id:?}"

@@ -577,11 +577,14 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
                     "--checks",
                     "not_a_server_error,response_schema_conformance",
                     "--max-examples",
-                    "25",
+                    "30",
                     "--seed",
                     &seed,
+                    // One worker: with several threads, CPython 3.11 sometimes fails inside
+                    // schemathesis ("AST constructor recursion depth mismatch"), a tool error
+                    // that is not the API's.
                     "--workers",
-                    "2",
+                    "1",
                     "--request-timeout",
                     "20",
                     "--max-failures",

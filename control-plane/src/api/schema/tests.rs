@@ -17,7 +17,7 @@ use aisemble_shared::wire::{CheckStateChange, Event, Label};
 fn properties<D: ToSchema>() -> BTreeSet<String> {
     match D::schema() {
         RefOr::T(Schema::Object(object)) => object.properties.keys().cloned().collect(),
-        other => panic!("{} is not an object schema: {other:?}", D::name()),
+        _ => panic!("{} is not an object schema", D::name()),
     }
 }
 
