@@ -384,7 +384,7 @@ async fn bad_bodies_and_limits_get_the_error_envelope_naming_the_problem() {
             .body(body)
             .send()
     };
-    let cases: Vec<(&str, &str, Vec<u8>, u16, &str, &str)> = vec![
+    let cases = vec![
         (
             "POST",
             "/ops/silences",
