@@ -44,6 +44,17 @@ impl Role {
     }
 }
 
+/// Who presented a valid token: what the API's handlers, rate limits and audit records see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's short public id (rate limits are kept per id).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+}
+
 /// A stored token (never the token itself).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
@@ -129,8 +140,8 @@ impl Auth {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The name and role of a presented token.
-    pub fn verify(&self, token: &str) -> Option<(String, Role)> {
+    /// The identity behind a presented token.
+    pub fn verify(&self, token: &str) -> Option<Identity> {
         let hash = hex::encode(Sha256::digest(token.as_bytes()));
         let mut cache = self.lock();
         if cache.checked.elapsed() >= RELOAD_CHECK {
@@ -149,7 +160,11 @@ impl Auth {
             .tokens
             .iter()
             .find(|t| t.sha256 == hash)
-            .map(|t| (t.name.clone(), t.role))
+            .map(|t| Identity {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                role: t.role,
+            })
     }
 
     /// Creates a token; returns its record and the token itself (shown once, never stored).
@@ -275,13 +290,20 @@ mod tests {
         assert!(auth.is_empty());
         let (record, token) = auth.create(Role::Operator, "ci").expect("creates");
         assert!(token.starts_with("asb_"));
-        assert_eq!(auth.verify(&token), Some(("ci".to_owned(), Role::Operator)));
+        assert_eq!(
+            auth.verify(&token),
+            Some(Identity {
+                id: record.id.clone(),
+                name: "ci".to_owned(),
+                role: Role::Operator
+            })
+        );
         assert_eq!(auth.verify("asb_wrong"), None);
         let text = std::fs::read_to_string(dir.path().join("tokens.json")).expect("file");
         assert!(!text.contains(&token), "the token itself is never stored");
         let reopened = Auth::open(dir.path()).expect("reopens");
         assert_eq!(
-            reopened.verify(&token).map(|(_, r)| r),
+            reopened.verify(&token).map(|i| i.role),
             Some(Role::Operator)
         );
         assert_eq!(reopened.revoke(&record.id).expect("revokes"), 1);

@@ -102,12 +102,40 @@ pub struct IngestSection {
     pub max_frame_bytes: Option<ByteSize>,
 }
 
-/// `[http]`.
+/// `[http]`: the HTTP API.
 #[derive(Deserialize, Debug, Clone, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     /// Require a viewer token for `/metrics`. Default `false`.
     pub metrics_require_token: Option<bool>,
+    /// Requests per second each API token may make, on average. 0 turns limits off. Default 50.
+    pub rate_limit_per_second: Option<u32>,
+    /// Requests a token may make at once above the average rate. Default 100.
+    pub rate_limit_burst: Option<u32>,
+    /// Serve the API over HTTPS. Default `false`.
+    pub tls: Option<bool>,
+    /// Certificate chain (PEM) for HTTPS. Default: the control plane's own server certificate
+    /// (`<data_dir>/pki`, signed by its CA, the one agents trust).
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert`. Required with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// How the HTTP API is served.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HttpTls {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// HTTPS with the control plane's own server certificate.
+    OwnCertificate,
+    /// HTTPS with these PEM files.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
 }
 
 /// Flags that override the file.
@@ -144,6 +172,12 @@ pub struct Settings {
     pub max_frame_bytes: u32,
     /// Token required for `/metrics`.
     pub metrics_require_token: bool,
+    /// Average requests per second per API token (0: unlimited).
+    pub rate_limit_per_second: u32,
+    /// Burst per API token.
+    pub rate_limit_burst: u32,
+    /// HTTPS or not.
+    pub http_tls: HttpTls,
     /// Alerting.
     pub alerting: AlertingSettings,
 }
@@ -308,6 +342,44 @@ impl Settings {
                 "the default is \"1s\"",
             ));
         }
+        let http_tls = match (
+            file.http.tls.unwrap_or(false),
+            file.http.tls_cert,
+            file.http.tls_key,
+        ) {
+            (false, None, None) => HttpTls::Off,
+            (true, None, None) => HttpTls::OwnCertificate,
+            (true, Some(cert), Some(key)) => HttpTls::Files {
+                cert: relative(cert),
+                key: relative(key),
+            },
+            (false, _, _) => {
+                return Err(ConfigError::new(
+                    source,
+                    Some("http.tls"),
+                    "tls_cert and tls_key are set but tls is not true",
+                    "set `tls = true`, or remove tls_cert and tls_key",
+                ));
+            }
+            (true, Some(_), None) | (true, None, Some(_)) => {
+                return Err(ConfigError::new(
+                    source,
+                    Some("http.tls_cert"),
+                    "tls_cert and tls_key go together",
+                    "give both, or neither to use the control plane's own certificate",
+                ));
+            }
+        };
+        let rate_limit_per_second = file.http.rate_limit_per_second.unwrap_or(50);
+        let rate_limit_burst = file.http.rate_limit_burst.unwrap_or(100);
+        if rate_limit_per_second > 0 && rate_limit_burst == 0 {
+            return Err(ConfigError::new(
+                source,
+                Some("http.rate_limit_burst"),
+                "is 0 while rate_limit_per_second is not",
+                "the default is 100; set rate_limit_per_second = 0 to turn limits off",
+            ));
+        }
         let alerting = AlertingSettings {
             rules_dir: file
                 .alerting
@@ -350,6 +422,9 @@ impl Settings {
             cache_bytes: file.storage.cache.map_or(64 << 20, |b| b.0),
             max_frame_bytes: frame as u32,
             metrics_require_token: file.http.metrics_require_token.unwrap_or(false),
+            rate_limit_per_second,
+            rate_limit_burst,
+            http_tls,
         })
     }
 }
@@ -376,6 +451,11 @@ mod tests {
         assert_eq!(defaults.quic.to_string(), "0.0.0.0:7443");
         assert_eq!(defaults.data_dir, PathBuf::from("./aisemble-data"));
         assert_eq!(defaults.retention, Duration::from_secs(15 * 86_400));
+        assert_eq!(
+            (defaults.rate_limit_per_second, defaults.rate_limit_burst),
+            (50, 100)
+        );
+        assert_eq!(defaults.http_tls, HttpTls::Off);
         let file: ConfigFile = parse_toml(
             Path::new("cp.toml"),
             "[server]\nhttp = \"127.0.0.1:9000\"\nquic = \"127.0.0.1:9001\"\n",
@@ -413,5 +493,22 @@ mod tests {
                 .starts_with("cp.toml:2:1: key `storage.retension`: unknown field"),
             "{error}"
         );
+        let http = |text: &str| {
+            let file: ConfigFile =
+                parse_toml(Path::new("cp.toml"), text, REFERENCE).expect("parses");
+            Settings::resolve(Path::new("cp.toml"), file, &Overrides::default())
+        };
+        let error = http("[http]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").expect_err("fails");
+        assert!(error.to_string().contains("key `http.tls`"), "{error}");
+        let error = http("[http]\ntls = true\ntls_cert = \"c.pem\"\n").expect_err("fails");
+        assert!(error.to_string().contains("key `http.tls_cert`"), "{error}");
+        let error = http("[http]\nrate_limit_burst = 0\n").expect_err("fails");
+        assert!(
+            error.to_string().contains("key `http.rate_limit_burst`"),
+            "{error}"
+        );
+        let settings = http("[http]\ntls = true\nrate_limit_per_second = 0\n").expect("resolves");
+        assert_eq!(settings.http_tls, HttpTls::OwnCertificate);
+        assert_eq!(settings.rate_limit_per_second, 0);
     }
 }

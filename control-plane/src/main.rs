@@ -314,8 +314,9 @@ async fn serve(settings: Settings, quickstart: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    println!("Dashboard and API: http://{http}/");
-    println!("Prometheus metrics: http://{http}/metrics");
+    let scheme = control_plane.http_scheme;
+    println!("Dashboard and API: {scheme}://{http}/");
+    println!("Prometheus metrics: {scheme}://{http}/metrics");
     println!("QUIC ingest for agents: {}", control_plane.quic);
     println!("Press Ctrl-C to stop.");
     shutdown.cancelled().await;
@@ -400,6 +401,14 @@ fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("aisemble_control_plane=info,aisemble_agent=info"));
+    // The audit events (target `audit`) are the audit trail, not diagnostics: a RUST_LOG that
+    // does not mention them must not filter them away.
+    let filter = match "audit=info".parse() {
+        Ok(audit) if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("audit")) => {
+            filter.add_directive(audit)
+        }
+        _ => filter,
+    };
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

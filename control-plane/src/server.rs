@@ -17,7 +17,7 @@ use crate::{
     alerts::{engine::Alerting, manager::RuleManager, persist::AlertStore},
     api::{self, AppState},
     auth::{Auth, Role},
-    config::Settings,
+    config::{HttpTls, Settings},
     ingest::{self, IngestContext},
     registry::Registry,
     store::{Store, StoreOptions},
@@ -32,6 +32,8 @@ const REGISTRY_PERSIST: Duration = Duration::from_secs(5);
 pub struct ControlPlane {
     /// Bound HTTP address.
     pub http: SocketAddr,
+    /// `http` or `https`.
+    pub http_scheme: &'static str,
     /// Bound QUIC address.
     pub quic: SocketAddr,
     /// The admin token created on first start (shown once).
@@ -113,9 +115,14 @@ impl ControlPlane {
 
         let alert_store = AlertStore::open(&store).context("opening the alert state")?;
         let mut alerting_settings = settings.alerting.clone();
-        alerting_settings
-            .external_url
-            .get_or_insert_with(|| format!("http://{http}"));
+        alerting_settings.external_url.get_or_insert_with(|| {
+            let scheme = if settings.http_tls == HttpTls::Off {
+                "http"
+            } else {
+                "https"
+            };
+            format!("{scheme}://{http}")
+        });
         let manager = {
             let (store, registry, settings) = (
                 store.clone(),
@@ -142,6 +149,10 @@ impl ControlPlane {
             pki: Arc::clone(&pki),
             ingest: Arc::clone(&ingest),
             metrics_require_token: settings.metrics_require_token,
+            limits: Arc::new(api::RateLimits::new(
+                settings.rate_limit_per_second,
+                settings.rate_limit_burst,
+            )),
             started,
             command_ids: Arc::new(AtomicU64::new(0)),
             alerting,
@@ -150,27 +161,53 @@ impl ControlPlane {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(ingest::serve(
             endpoint,
-            pki,
+            Arc::clone(&pki),
             ingest,
             shutdown.clone(),
         )));
         let router = api::router(state.clone());
         let http_shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let server = axum::serve(listener, router)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned());
-            if let Err(error) = server.await {
-                error!(%error, "HTTP server failed.");
+        let tls = match &settings.http_tls {
+            HttpTls::Off => None,
+            HttpTls::OwnCertificate => Some((pki.server_chain().to_vec(), pki.server_key())),
+            HttpTls::Files { cert, key } => Some((
+                aisemble_certs::tls::load_certs(cert)
+                    .with_context(|| format!("reading http.tls_cert {}", cert.display()))?,
+                aisemble_certs::tls::load_key(key)
+                    .with_context(|| format!("reading http.tls_key {}", key.display()))?,
+            )),
+        };
+        let http_scheme = if tls.is_some() { "https" } else { "http" };
+        match tls {
+            None => tasks.push(tokio::spawn(async move {
+                let server = axum::serve(listener, router)
+                    .with_graceful_shutdown(http_shutdown.cancelled_owned());
+                if let Err(error) = server.await {
+                    error!(%error, "HTTP server failed.");
+                }
+            })),
+            Some((chain, key)) => {
+                let config = api::tls::server_config(chain, key)
+                    .context("configuring TLS for the HTTP API")?;
+                let listener = api::tls::TlsListener::new(listener, config)?;
+                tasks.push(tokio::spawn(async move {
+                    let server = axum::serve(listener, router)
+                        .with_graceful_shutdown(http_shutdown.cancelled_owned());
+                    if let Err(error) = server.await {
+                        error!(%error, "HTTPS server failed.");
+                    }
+                }));
             }
-        }));
+        }
         tasks.push(tokio::spawn(alerting_tasks.run(shutdown.clone())));
         tasks.push(tokio::spawn(persist_registry(
             Arc::clone(&registry),
             shutdown.clone(),
         )));
-        info!(%http, %quic, data_dir = %settings.data_dir.display(), "Control plane started.");
+        info!(%http, http_scheme, %quic, data_dir = %settings.data_dir.display(), "Control plane started.");
         Ok(Self {
             http,
+            http_scheme,
             quic,
             first_admin_token,
             state,

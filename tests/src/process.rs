@@ -112,6 +112,8 @@ pub struct ControlPlane {
     pub data_dir: PathBuf,
     /// Bound HTTP address.
     pub http: SocketAddr,
+    /// Whether the API is served over HTTPS (`[http] tls = true`).
+    pub https: bool,
     /// Bound QUIC address.
     pub quic: SocketAddr,
     /// An admin token.
@@ -189,10 +191,15 @@ impl ControlPlane {
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut http, mut quic_addr, mut first_token, mut session_token) =
             (None, None, None, None);
+        let mut https = false;
         while Instant::now() < deadline && (http.is_none() || quic_addr.is_none()) {
             for line in stdout.all() {
                 if let Some(v) = field(&line, "Dashboard and API: http://") {
                     http = v.trim_end_matches('/').parse().ok();
+                }
+                if let Some(v) = field(&line, "Dashboard and API: https://") {
+                    http = v.trim_end_matches('/').parse().ok();
+                    https = true;
                 }
                 if let Some(v) = field(&line, "QUIC ingest for agents:") {
                     quic_addr = v.parse().ok();
@@ -224,6 +231,7 @@ impl ControlPlane {
         Self {
             data_dir: data_dir.to_owned(),
             http,
+            https,
             quic,
             token,
             child: Some(child),
@@ -281,6 +289,20 @@ impl ControlPlane {
             String::from_utf8_lossy(&output.stdout).into_owned(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
+    }
+
+    /// Creates an API token with `token create --role ROLE`; returns it.
+    ///
+    /// # Panics
+    /// When the command fails.
+    pub fn create_token(&self, role: &str, name: &str) -> String {
+        let (code, stdout, stderr) = self.cli(&["token", "create", "--role", role, "--name", name]);
+        assert_eq!(code, 0, "token create failed: {stdout}{stderr}");
+        stdout
+            .lines()
+            .find_map(|l| l.split_whitespace().find(|w| w.starts_with("asb_")))
+            .expect("a token in the output")
+            .to_owned()
     }
 
     /// Issues a certificate with `certs issue-agent` and writes an `agent.toml` for a test agent

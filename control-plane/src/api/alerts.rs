@@ -1,6 +1,9 @@
 //! Alerting endpoints: the fleet-wide alert view (`/ops/alerts`, with history), rules
 //! (`GET/PUT /ops/alerts/rules`), silences (`/ops/silences`), and Prometheus' `/api/v1/rules` and
 //! `/api/v1/alerts` for Grafana.
+//!
+//! Bodies are typed for the OpenAPI document, with fields in alphabetical order (they were built
+//! with `json!`, whose keys are sorted, and stay byte for byte the same).
 
 use std::collections::BTreeMap;
 
@@ -8,13 +11,16 @@ use axum::{
     Json,
     body::Bytes,
     extract::{Path, RawQuery, State},
-    http::StatusCode,
-    response::{IntoResponse, Response},
+    response::Response,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{AppState, error::ApiError};
+use super::{
+    AppState,
+    error::{ApiError, ErrorBody},
+    schema::{GroupViewDoc, MatcherDoc},
+};
 use crate::{
     alerts::{
         engine::SilenceStoreError,
@@ -71,54 +77,157 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))
 }
 
+/// An alert's value: a number, or `"NaN"`, `"inf"`, `"-inf"` as text.
+#[derive(Serialize, Debug, ToSchema)]
+#[serde(untagged)]
+pub(super) enum AlertValue {
+    /// A finite value.
+    Number(f64),
+    /// A value JSON has no number for.
+    Text(String),
+}
+
 /// One alert in `/ops/alerts`.
-fn alert_json(state: &AppState, alert: &AlertView) -> Value {
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct AlertItem {
+    /// When its condition became true (RFC 3339).
+    active_at: String,
+    annotations: BTreeMap<String, String>,
+    /// Rule file.
+    file: String,
+    fingerprint: String,
+    /// When it started firing.
+    fired_at: Option<String>,
+    /// Rule group.
+    group: String,
+    /// Its `host` label.
+    host: Option<String>,
+    /// Ids of the alerts inhibiting it.
+    inhibited_by: Vec<String>,
+    labels: BTreeMap<String, String>,
+    /// Silenced or inhibited.
+    muted: bool,
+    /// Alert name.
+    name: String,
+    /// When it resolved.
+    resolved_at: Option<String>,
+    /// Its `severity` label.
+    severity: Option<String>,
+    /// Ids of the silences muting it.
+    silenced_by: Vec<String>,
+    /// `pending`, `firing` or `inactive` (resolved).
+    state: String,
+    value: AlertValue,
+}
+
+/// A past alert.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct HistoryItem {
+    active_at: String,
+    annotations: BTreeMap<String, String>,
+    /// When it resolved, if it has.
+    ends_at: Option<String>,
+    fingerprint: String,
+    host: Option<String>,
+    labels: BTreeMap<String, String>,
+    name: Option<String>,
+    severity: Option<String>,
+    /// When it started firing.
+    starts_at: String,
+}
+
+/// `GET /ops/alerts` body.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct AlertList {
+    /// Critical first, then firing before pending, newest first.
+    alerts: Vec<AlertItem>,
+    /// Active alerts by severity and state.
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, usize>>)]
+    counts: BTreeMap<String, BTreeMap<&'static str, usize>>,
+    /// When rules were last evaluated.
+    evaluated_at: Option<String>,
+    /// Past alerts, newest first.
+    history: Vec<HistoryItem>,
+}
+
+/// Filters of `GET /ops/alerts` (all repeatable).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only: the handler reads the raw query string.
+pub(super) struct AlertFilters {
+    /// Only this severity.
+    severity: Option<Vec<String>>,
+    /// `firing`, `pending` or `resolved` (comma-separated for several).
+    state: Option<Vec<String>>,
+    /// Only this host.
+    host: Option<Vec<String>>,
+    /// `name=value`.
+    label: Option<Vec<String>>,
+    /// An Alertmanager matcher, `alertname=~"High.*"`.
+    #[param(rename = "match")]
+    matcher: Option<Vec<String>>,
+    /// How many past alerts (default 50, at most 10000).
+    #[param(minimum = 0)]
+    history: Option<u64>,
+}
+
+/// One alert in `/ops/alerts`.
+fn alert_item(state: &AppState, alert: &AlertView) -> AlertItem {
     let (silenced_by, inhibited_by) = match alert.state {
         "firing" => state.alerting.muted_by(&alert.labels),
         _ => (Vec::new(), Vec::new()),
     };
-    json!({
-        "name": alert.name,
-        "state": alert.state,
-        "severity": alert.labels.get("severity"),
-        "host": alert.labels.get("host"),
-        "labels": alert.labels,
-        "annotations": alert.annotations,
-        "value": if alert.value.is_finite() { json!(alert.value) } else { json!(alert.value.to_string()) },
-        "active_at": rfc3339(alert.active_at_ms),
-        "fired_at": alert.fired_at_ms.map(rfc3339),
-        "resolved_at": alert.resolved_at_ms.map(rfc3339),
-        "fingerprint": alert.fingerprint,
-        "silenced_by": silenced_by,
-        "inhibited_by": inhibited_by,
-        "muted": false,
-        "group": alert.group,
-        "file": alert.file,
-    })
+    AlertItem {
+        active_at: rfc3339(alert.active_at_ms),
+        annotations: alert.annotations.clone(),
+        file: alert.file.clone(),
+        fingerprint: alert.fingerprint.clone(),
+        fired_at: alert.fired_at_ms.map(rfc3339),
+        group: alert.group.clone(),
+        host: alert.labels.get("host").cloned(),
+        muted: !silenced_by.is_empty() || !inhibited_by.is_empty(),
+        inhibited_by,
+        labels: alert.labels.clone(),
+        name: alert.name.clone(),
+        resolved_at: alert.resolved_at_ms.map(rfc3339),
+        severity: alert.labels.get("severity").cloned(),
+        silenced_by,
+        state: alert.state.to_owned(),
+        value: if alert.value.is_finite() {
+            AlertValue::Number(alert.value)
+        } else {
+            AlertValue::Text(alert.value.to_string())
+        },
+    }
 }
 
-fn history_json(entry: &HistoryEntry) -> Value {
-    json!({
-        "name": entry.labels.get("alertname"),
-        "severity": entry.labels.get("severity"),
-        "host": entry.labels.get("host"),
-        "labels": entry.labels,
-        "annotations": entry.annotations,
-        "active_at": rfc3339(entry.active_at),
-        "starts_at": rfc3339(entry.starts_at),
-        "ends_at": entry.ends_at.map(rfc3339),
-        "fingerprint": entry.fingerprint,
-    })
+fn history_item(entry: &HistoryEntry) -> HistoryItem {
+    HistoryItem {
+        active_at: rfc3339(entry.active_at),
+        annotations: entry.annotations.clone(),
+        ends_at: entry.ends_at.map(rfc3339),
+        fingerprint: entry.fingerprint.clone(),
+        host: entry.labels.get("host").cloned(),
+        labels: entry.labels.clone(),
+        name: entry.labels.get("alertname").cloned(),
+        severity: entry.labels.get("severity").cloned(),
+        starts_at: rfc3339(entry.starts_at),
+    }
 }
 
 /// `GET /ops/alerts`: every pending, firing and recently resolved alert across the fleet,
 /// critical first; `?severity=`, `?state=` (`firing`, `pending`, `resolved`), `?host=`,
 /// `?label=name=value` or `?match=<matcher>` (repeatable), `?history=N` (past alerts, newest
 /// first; default 50).
+#[utoipa::path(get, path = "/ops/alerts", tag = "alerts", params(AlertFilters),
+    responses(
+        (status = 200, description = "Alerts, counts and history.", body = AlertList),
+        (status = 400, description = "A bad or unknown filter.", body = ErrorBody),
+    ))]
 pub(super) async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AlertList>, ApiError> {
     let pairs = query_pairs(query.as_deref())?;
     let mut matchers: Vec<Matcher> = Vec::new();
     let mut states: Vec<String> = Vec::new();
@@ -194,71 +303,122 @@ pub(super) async fn list(
             .entry(alert.state)
             .or_default() += 1;
     }
-    let rendered: Vec<Value> = alerts
-        .iter()
-        .map(|a| {
-            let mut v = alert_json(&state, a);
-            let muted = v["silenced_by"].as_array().is_some_and(|x| !x.is_empty())
-                || v["inhibited_by"].as_array().is_some_and(|x| !x.is_empty());
-            v["muted"] = json!(muted);
-            v
-        })
-        .collect();
+    let rendered: Vec<AlertItem> = alerts.iter().map(|a| alert_item(&state, a)).collect();
     let store = state.alerting.manager.alert_store().clone();
     let history = tokio::task::spawn_blocking(move || store.history(history_limit.min(10_000)))
         .await
         .map_err(ApiError::internal)?;
-    let history: Vec<Value> = history
+    let history: Vec<HistoryItem> = history
         .iter()
         .filter(|h| matchers.iter().all(|m| m.matches(&h.labels)))
-        .map(history_json)
+        .map(history_item)
         .collect();
-    Ok(Json(json!({
-        "alerts": rendered,
-        "counts": counts,
-        "history": history,
-        "evaluated_at": snapshot.last_round_ms.map(rfc3339),
-    })))
+    Ok(Json(AlertList {
+        alerts: rendered,
+        counts,
+        evaluated_at: snapshot.last_round_ms.map(rfc3339),
+        history,
+    }))
+}
+
+/// A rule file.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct RuleFile {
+    /// Its text.
+    content: String,
+    /// In the rules directory, so `PUT /ops/alerts/rules` may replace it.
+    editable: bool,
+    /// File name.
+    name: Option<String>,
+    path: String,
+}
+
+/// `GET /ops/alerts/rules` body.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct RulesList {
+    files: Vec<RuleFile>,
+    #[schema(value_type = Vec<GroupViewDoc>)]
+    groups: Vec<crate::alerts::manager::GroupView>,
+    /// How long the last evaluation round took.
+    last_round_seconds: f64,
+    /// Why the latest rule files were refused (the previous rules stay in force).
+    load_errors: Vec<String>,
 }
 
 /// `GET /ops/alerts/rules`: the rule files (their text) and every group with its rules' state.
-pub(super) async fn rules(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/ops/alerts/rules", tag = "alerts",
+    responses((status = 200, description = "Files and groups.", body = RulesList)))]
+pub(super) async fn rules(State(state): State<AppState>) -> Result<Json<RulesList>, ApiError> {
     let manager = state.alerting.manager.clone();
     let files = tokio::task::spawn_blocking(move || {
         let dir = manager.rules_dir().to_path_buf();
         manager
             .rule_files()
             .into_iter()
-            .map(|path| {
-                let editable = path.parent() == Some(dir.as_path());
-                json!({
-                    "name": path.file_name().and_then(|n| n.to_str()),
-                    "path": path.display().to_string(),
-                    "editable": editable,
-                    "content": std::fs::read_to_string(&path).unwrap_or_default(),
-                })
+            .map(|path| RuleFile {
+                content: std::fs::read_to_string(&path).unwrap_or_default(),
+                editable: path.parent() == Some(dir.as_path()),
+                name: path.file_name().and_then(|n| n.to_str()).map(str::to_owned),
+                path: path.display().to_string(),
             })
             .collect::<Vec<_>>()
     })
     .await
     .map_err(ApiError::internal)?;
     let snapshot = state.alerting.manager.snapshot();
-    Ok(Json(json!({
-        "files": files,
-        "groups": snapshot.groups,
-        "load_errors": snapshot.load_errors,
-        "last_round_seconds": snapshot.last_round_seconds,
-    })))
+    Ok(Json(RulesList {
+        files,
+        groups: snapshot.groups.clone(),
+        last_round_seconds: snapshot.last_round_seconds,
+        load_errors: snapshot.load_errors.clone(),
+    }))
+}
+
+/// `?file=` of `PUT /ops/alerts/rules`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only: the handler reads the raw query string.
+pub(super) struct RuleFileName {
+    /// File name in the rules directory, ending in `.yml` or `.yaml`. Default `rules.yml`.
+    #[param(example = "my.yml")]
+    file: Option<String>,
+}
+
+/// Result of `PUT /ops/alerts/rules`.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct RulesLoaded {
+    file: String,
+    /// Rules in the file.
+    rules: usize,
+    /// Always `loaded`.
+    #[schema(example = "loaded")]
+    status: &'static str,
+}
+
+/// A problem of a refused rule file (in `error.details` of the 422).
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct RuleProblem {
+    column: u64,
+    line: u64,
+    message: String,
 }
 
 /// `PUT /ops/alerts/rules?file=NAME.yml` (admin): the body is a Prometheus rule file; it is
 /// validated (every problem returned with its line and column), written atomically into the rules
 /// directory, and in force at once.
+#[utoipa::path(put, path = "/ops/alerts/rules", tag = "alerts", params(RuleFileName),
+    request_body(content = String, content_type = "application/yaml",
+        description = "A Prometheus rule file."),
+    responses(
+        (status = 200, description = "Written and in force.", body = RulesLoaded),
+        (status = 400, description = "Bad file name, or not UTF-8.", body = ErrorBody),
+        (status = 422, description = "Refused: `error.details` lists every problem (`RuleProblem`).", body = ErrorBody),
+    ))]
 pub(super) async fn put_rules(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<RulesLoaded>, ApiError> {
     let pairs = query_pairs(query.as_deref())?;
     let file = pairs
         .iter()
@@ -272,22 +432,26 @@ pub(super) async fn put_rules(
         .await
         .map_err(ApiError::internal)?;
     match result {
-        Ok(rules) => Ok((
-            StatusCode::OK,
-            Json(json!({"file": file, "rules": rules, "status": "loaded"})),
-        )
-            .into_response()),
+        Ok(rules) => Ok(Json(RulesLoaded {
+            file,
+            rules,
+            status: "loaded",
+        })),
         Err(RulesUpdateError::Invalid(errors)) => {
-            let details: Vec<Value> = errors
+            let details: Vec<RuleProblem> = errors
                 .iter()
-                .map(|e| json!({"line": e.line, "column": e.column, "message": e.message}))
+                .map(|e| RuleProblem {
+                    column: e.column,
+                    line: e.line,
+                    message: e.message.clone(),
+                })
                 .collect();
             let summary: Vec<String> = errors.iter().map(ToString::to_string).collect();
             Err(ApiError::unprocessable(format!(
                 "the rule file is refused: {}",
                 summary.join("; ")
             ))
-            .with_details(json!(details)))
+            .with_details(serde_json::to_value(details).unwrap_or_default()))
         }
         Err(RulesUpdateError::BadName(name)) => Err(ApiError::bad_request(
             RulesUpdateError::BadName(name).to_string(),
@@ -296,63 +460,120 @@ pub(super) async fn put_rules(
     }
 }
 
-fn silence_json(silence: &Silence, now: i64) -> Value {
-    json!({
-        "id": silence.id,
-        "matchers": silence.matchers.iter().map(MatcherRecord::from_matcher).collect::<Vec<_>>(),
-        "startsAt": rfc3339(silence.starts_at),
-        "endsAt": rfc3339(silence.ends_at),
-        "updatedAt": rfc3339(silence.updated_at),
-        "createdBy": silence.created_by,
-        "comment": silence.comment,
-        "status": {"state": silence.state(now).as_str()},
-    })
+/// A silence's state now.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct SilenceStatus {
+    /// `pending`, `active` or `expired`.
+    #[schema(example = "active")]
+    state: &'static str,
+}
+
+/// A silence, in Alertmanager's v2 shape.
+#[derive(Serialize, Debug, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SilenceItem {
+    comment: String,
+    created_by: String,
+    /// RFC 3339.
+    ends_at: String,
+    id: String,
+    #[schema(value_type = Vec<MatcherDoc>)]
+    matchers: Vec<MatcherRecord>,
+    /// RFC 3339.
+    starts_at: String,
+    status: SilenceStatus,
+    /// RFC 3339.
+    updated_at: String,
+}
+
+fn silence_item(silence: &Silence, now: i64) -> SilenceItem {
+    SilenceItem {
+        comment: silence.comment.clone(),
+        created_by: silence.created_by.clone(),
+        ends_at: rfc3339(silence.ends_at),
+        id: silence.id.clone(),
+        matchers: silence
+            .matchers
+            .iter()
+            .map(MatcherRecord::from_matcher)
+            .collect(),
+        starts_at: rfc3339(silence.starts_at),
+        status: SilenceStatus {
+            state: silence.state(now).as_str(),
+        },
+        updated_at: rfc3339(silence.updated_at),
+    }
 }
 
 /// `GET /ops/silences`.
-pub(super) async fn silences(State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(get, path = "/ops/silences", tag = "alerts",
+    responses((status = 200, description = "Every silence with its state.", body = Vec<SilenceItem>)))]
+pub(super) async fn silences(State(state): State<AppState>) -> Json<Vec<SilenceItem>> {
     let now = now_ms();
-    Json(Value::Array(
+    Json(
         state
             .alerting
             .silences()
             .iter()
-            .map(|s| silence_json(s, now))
+            .map(|s| silence_item(s, now))
             .collect(),
-    ))
+    )
 }
 
 /// A silence to create: Alertmanager's `PostableSilence`, plus `duration` and string matchers.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct PostSilence {
+    /// The silence to replace; absent to create one.
     #[serde(default)]
     id: Option<String>,
+    /// What it mutes: all must match.
     matchers: Vec<MatcherInput>,
+    /// RFC 3339; default now.
     #[serde(default)]
     starts_at: Option<String>,
+    /// RFC 3339; or give `duration`.
     #[serde(default)]
     ends_at: Option<String>,
+    /// How long from `startsAt` (`2h`), when `endsAt` is absent.
     #[serde(default)]
+    #[schema(example = "2h")]
     duration: Option<String>,
+    /// Who made it; not empty.
     created_by: String,
     comment: String,
 }
 
-#[derive(Deserialize, Debug)]
+/// A matcher: Alertmanager's JSON object, or matcher text (`alertname="X"`).
+#[derive(Deserialize, Debug, ToSchema)]
 #[serde(untagged)]
 enum MatcherInput {
     Text(String),
+    #[schema(value_type = MatcherDoc)]
     Record(MatcherRecord),
+}
+
+/// Result of `POST /ops/silences`.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct SilenceCreated {
+    #[serde(rename = "silenceID")]
+    silence_id: String,
 }
 
 /// `POST /ops/silences` (operator): `{"matchers":[{"name","value","isRegex","isEqual"}] or
 /// ["alertname=\"X\""], "startsAt", "endsAt" or "duration", "createdBy", "comment"}`.
+#[utoipa::path(post, path = "/ops/silences", tag = "alerts",
+    request_body(content = PostSilence, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Created or updated.", body = SilenceCreated),
+        (status = 404, description = "No silence with the `id` to update.", body = ErrorBody),
+        (status = 422, description = "Not a valid silence; the message names the field.", body = ErrorBody),
+    ))]
 pub(super) async fn post_silence(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<Response, ApiError> {
-    let input: PostSilence = serde_json::from_slice(&body)
+) -> Result<Json<SilenceCreated>, ApiError> {
+    let input: PostSilence = super::error::parse_json(&body)
         .map_err(|e| ApiError::unprocessable(format!("invalid silence: {e}")))?;
     let now = now_ms();
     let mut matchers = Vec::new();
@@ -408,24 +629,33 @@ pub(super) async fn post_silence(
         .await
         .map_err(ApiError::internal)?;
     match stored {
-        Ok(silence) => Ok((StatusCode::OK, Json(json!({"silenceID": silence.id}))).into_response()),
+        Ok(silence) => Ok(Json(SilenceCreated {
+            silence_id: silence.id,
+        })),
         Err(SilenceStoreError::Invalid(error)) => Err(ApiError::unprocessable(error.to_string())),
         Err(error @ SilenceStoreError::Storage(_)) => Err(ApiError::internal(error)),
     }
 }
 
 /// `DELETE /ops/silences/{id}` (operator): expires the silence now.
+#[utoipa::path(delete, path = "/ops/silences/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "Silence id")),
+    responses(
+        (status = 200, description = "Expired.", body = SilenceItem),
+        (status = 400, description = "Cannot be expired.", body = ErrorBody),
+        (status = 404, description = "No such silence.", body = ErrorBody),
+    ))]
 pub(super) async fn delete_silence(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SilenceItem>, ApiError> {
     let alerting = state.alerting.clone();
     let target = id.clone();
     let result = tokio::task::spawn_blocking(move || alerting.expire_silence(&target))
         .await
         .map_err(ApiError::internal)?;
     match result {
-        Ok(silence) => Ok(Json(silence_json(&silence, now_ms()))),
+        Ok(silence) => Ok(Json(silence_item(&silence, now_ms()))),
         Err(SilenceStoreError::Invalid(SilenceError::NotFound(_))) => {
             Err(ApiError::not_found(format!("no silence with id {id:?}")))
         }
@@ -447,60 +677,136 @@ fn new_id() -> Result<String, ApiError> {
     ))
 }
 
-/// `GET /api/v1/rules` (Prometheus' shape, for Grafana).
-pub(super) async fn prometheus_rules(State(state): State<AppState>) -> Json<Value> {
-    let snapshot = state.alerting.manager.snapshot();
-    let groups: Vec<Value> = snapshot
-        .groups
-        .iter()
-        .map(|g| {
-            json!({
-                "name": g.name,
-                "file": g.file,
-                "interval": g.interval,
-                "rules": g.rules.iter().map(|r| {
-                    let mut rule = json!({
-                        "name": r.name,
-                        "query": r.query,
-                        "labels": r.labels,
-                        "health": r.health,
-                        "lastError": r.last_error.clone().unwrap_or_default(),
-                        "evaluationTime": r.evaluation_time,
-                        "lastEvaluation": r.last_evaluation_ms.map(rfc3339),
-                        "type": if r.kind == "alerting" { "alerting" } else { "recording" },
-                    });
-                    if r.kind == "alerting" {
-                        rule["duration"] = json!(r.duration);
-                        rule["keepFiringFor"] = json!(r.keep_firing_for);
-                        rule["annotations"] = json!(r.annotations);
-                        rule["state"] = json!(r.state);
-                        rule["alerts"] = json!(r.alerts.iter().filter(|a| a.state != "inactive").map(prometheus_alert).collect::<Vec<_>>());
-                    }
-                    rule
-                }).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    Json(json!({"status": "success", "data": {"groups": groups}}))
+/// An alert in Prometheus' shape.
+#[derive(Serialize, Debug, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PromAlert {
+    active_at: String,
+    annotations: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    /// `pending` or `firing`.
+    state: String,
+    /// The value as Go formats it.
+    value: String,
 }
 
-fn prometheus_alert(a: &AlertView) -> Value {
-    json!({
-        "labels": a.labels,
-        "annotations": a.annotations,
-        "state": a.state,
-        "activeAt": rfc3339(a.active_at_ms),
-        "value": crate::alerts::gofmt::format_e(a.value, 16, false, false),
-    })
+/// A rule in Prometheus' shape; the alerting-only fields are absent on recording rules.
+#[derive(Serialize, Debug, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PromRule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alerts: Option<Vec<PromAlert>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<String, String>>,
+    /// `for`, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<f64>,
+    evaluation_time: f64,
+    /// `ok`, `err` or `unknown`.
+    health: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_firing_for: Option<f64>,
+    labels: BTreeMap<String, String>,
+    /// Empty when none.
+    last_error: String,
+    last_evaluation: Option<String>,
+    name: String,
+    query: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    /// `alerting` or `recording`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// A rule group in Prometheus' shape.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct PromGroup {
+    file: String,
+    /// Seconds.
+    interval: f64,
+    name: String,
+    rules: Vec<PromRule>,
+}
+
+/// `data` of `GET /api/v1/rules`.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct PromGroups {
+    groups: Vec<PromGroup>,
+}
+
+/// `data` of `GET /api/v1/alerts`.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct PromAlerts {
+    alerts: Vec<PromAlert>,
+}
+
+/// `GET /api/v1/rules` (Prometheus' shape, for Grafana).
+#[utoipa::path(get, path = "/api/v1/rules", tag = "prometheus",
+    responses((status = 200, description = "Groups, rules and their alerts.",
+        body = super::prom::PromSuccess<PromGroups>)))]
+pub(super) async fn prometheus_rules(State(state): State<AppState>) -> Response {
+    let snapshot = state.alerting.manager.snapshot();
+    let groups: Vec<PromGroup> = snapshot
+        .groups
+        .iter()
+        .map(|g| PromGroup {
+            file: g.file.clone(),
+            interval: g.interval,
+            name: g.name.clone(),
+            rules: g
+                .rules
+                .iter()
+                .map(|r| {
+                    let alerting = r.kind == "alerting";
+                    PromRule {
+                        alerts: alerting.then(|| {
+                            r.alerts
+                                .iter()
+                                .filter(|a| a.state != "inactive")
+                                .map(prometheus_alert)
+                                .collect()
+                        }),
+                        annotations: alerting.then(|| r.annotations.clone()),
+                        duration: alerting.then_some(r.duration),
+                        evaluation_time: r.evaluation_time,
+                        health: r.health.to_owned(),
+                        keep_firing_for: alerting.then_some(r.keep_firing_for),
+                        labels: r.labels.clone(),
+                        last_error: r.last_error.clone().unwrap_or_default(),
+                        last_evaluation: r.last_evaluation_ms.map(rfc3339),
+                        name: r.name.clone(),
+                        query: r.query.clone(),
+                        state: alerting.then(|| r.state.to_owned()),
+                        kind: if alerting { "alerting" } else { "recording" },
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    super::prom::success(PromGroups { groups })
+}
+
+fn prometheus_alert(a: &AlertView) -> PromAlert {
+    PromAlert {
+        active_at: rfc3339(a.active_at_ms),
+        annotations: a.annotations.clone(),
+        labels: a.labels.clone(),
+        state: a.state.to_owned(),
+        value: crate::alerts::gofmt::format_e(a.value, 16, false, false),
+    }
 }
 
 /// `GET /api/v1/alerts` (Prometheus' shape).
-pub(super) async fn prometheus_alerts(State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "prometheus",
+    responses((status = 200, description = "Pending and firing alerts.",
+        body = super::prom::PromSuccess<PromAlerts>)))]
+pub(super) async fn prometheus_alerts(State(state): State<AppState>) -> Response {
     let snapshot = state.alerting.manager.snapshot();
-    let alerts: Vec<Value> = snapshot
+    let alerts: Vec<PromAlert> = snapshot
         .alerts()
         .filter(|a| a.state != "inactive")
         .map(prometheus_alert)
         .collect();
-    Json(json!({"status": "success", "data": {"alerts": alerts}}))
+    super::prom::success(PromAlerts { alerts })
 }

@@ -5,6 +5,8 @@
 //! (4xx) are not logged; internal faults are logged once here, with a generic message to the
 //! client.
 
+use std::time::Duration;
+
 use axum::{
     body::Body,
     extract::Request,
@@ -12,6 +14,33 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response outside the Prometheus API (SPEC §10).
+#[derive(Serialize, Debug, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// The error.
+    pub(crate) error: ErrorDetail,
+}
+
+/// What went wrong. Fields in alphabetical order, as the body has always had them.
+#[derive(Serialize, Debug, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Machine-readable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `payload_too_large`, `unprocessable_entity`, `too_many_requests`,
+    /// `service_unavailable`, `internal`.
+    #[schema(example = "bad_request")]
+    pub(crate) code: String,
+    /// Structured detail where a route documents it (e.g. every problem of a refused rule file,
+    /// with line and column).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) details: Option<serde_json::Value>,
+    /// Human-readable message; names the parameter or field at fault.
+    pub(crate) message: String,
+    /// The request's `X-Request-ID`.
+    pub(crate) request_id: String,
+}
 
 /// An error to return to an API client.
 #[derive(Debug, Clone)]
@@ -24,6 +53,8 @@ pub struct ApiError {
     pub message: String,
     /// Structured detail (e.g. every problem of a refused rule file with its position).
     pub details: Option<serde_json::Value>,
+    /// `Retry-After` (whole seconds) of a 429.
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -34,6 +65,7 @@ impl ApiError {
             code: "bad_request",
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -44,6 +76,7 @@ impl ApiError {
             code: "not_found",
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -54,6 +87,7 @@ impl ApiError {
             code: "unauthorized",
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -64,6 +98,7 @@ impl ApiError {
             code: "forbidden",
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -75,6 +110,7 @@ impl ApiError {
             code: "internal",
             message: "internal error; see the control plane's log".into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -85,6 +121,21 @@ impl ApiError {
             code: "unprocessable_entity",
             message: message.into(),
             details: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429: the token's rate limit is spent; retry after `wait`.
+    pub fn too_many_requests(wait: Duration) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_requests",
+            message: format!(
+                "rate limit of this token exceeded; retry in {} ms",
+                wait.as_millis().max(1)
+            ),
+            details: None,
+            retry_after: Some(wait),
         }
     }
 
@@ -104,8 +155,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Fills in error bodies with the request id, and turns axum's own rejections (bad JSON, bad
-/// query strings) into the same format.
+/// Parses a JSON body; the error names the field at fault (`createdBy: invalid type: ...`), which
+/// serde_json's own message does not for a wrong type.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "" | "." => e.into_inner().to_string(),
+            _ => format!("{path}: {}", e.into_inner()),
+        }
+    })?;
+    // Trailing characters after the value are an error, as in `serde_json::from_slice`.
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// Fills in error bodies with the request id, and turns every other error response that is not
+/// JSON (axum's rejections of bad query strings and paths, 405, the body limit's 413, the
+/// timeout's 503) into the same format. Headers of the original response are kept.
 pub(super) async fn render(request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
@@ -119,12 +187,12 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let status = response.status();
+    let (parts, body) = response.into_parts();
     let error = match error {
         Some(error) => error,
-        // A rejection from an extractor: plain text with a 4xx status. Re-wrap it.
-        None if response.status().is_client_error() && !is_json => {
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), 64 << 10)
+        None if (status.is_client_error() || status.is_server_error()) && !is_json => {
+            let bytes = axum::body::to_bytes(body, 64 << 10)
                 .await
                 .unwrap_or_default();
             let code = match status {
@@ -133,35 +201,58 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
                 StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
                 StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+                s if s.is_server_error() => "internal",
                 _ => "bad_request",
             };
-            let message = match String::from_utf8_lossy(&bytes).trim() {
-                "" => status.canonical_reason().unwrap_or("error").to_owned(),
-                text => text.to_owned(),
+            let message = match (status, String::from_utf8_lossy(&bytes).trim()) {
+                (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+                    format!("request body over the {} byte limit", super::BODY_LIMIT)
+                }
+                (StatusCode::SERVICE_UNAVAILABLE, "") => format!(
+                    "request timed out after {} s",
+                    super::REQUEST_TIMEOUT.as_secs()
+                ),
+                (_, "") => status.canonical_reason().unwrap_or("error").to_owned(),
+                (_, text) => text.to_owned(),
             };
             ApiError {
                 status,
                 code,
                 message,
                 details: None,
+                retry_after: None,
             }
         }
-        None => return response,
+        None => return Response::from_parts(parts, body),
     };
-    let mut body = serde_json::json!({
-        "error": { "code": error.code, "message": error.message, "request_id": request_id }
-    });
-    if let Some(details) = error.details {
-        body["error"]["details"] = details;
-    }
-    let mut out = Response::new(Body::from(body.to_string()));
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: error.code.to_owned(),
+            details: error.details,
+            message: error.message,
+            request_id: request_id.clone(),
+        },
+    };
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    let mut out = Response::from_parts(parts, Body::from(text));
     *out.status_mut() = error.status;
-    out.headers_mut().insert(
+    let headers = out.headers_mut();
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     if let Ok(id) = HeaderValue::from_str(&request_id) {
-        out.headers_mut().insert("x-request-id", id);
+        headers.insert("x-request-id", id);
+    }
+    if error.status == StatusCode::UNAUTHORIZED {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(wait) = error.retry_after {
+        // Whole seconds, rounded up: a client waiting this long finds a token in the bucket.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     out
 }

@@ -1,41 +1,162 @@
 //! `/health` and the `/ops` endpoints of this version: fleet status, agent inventory with health
 //! checks and service/model views, comprehensive health, the PromQL query endpoint, monitoring
 //! start/stop, and revocation.
+//!
+//! Response bodies are typed (`Serialize` + `ToSchema`), so `/openapi.json` describes exactly
+//! what is sent. Their fields are in alphabetical order: the bodies were built with `json!`
+//! (sorted keys) before, and stay byte for byte the same.
+
+use std::collections::BTreeMap;
 
 use axum::{
     Json,
     body::Bytes,
     extract::{Path, Query, State},
-    response::{IntoResponse, Response},
 };
 use promql_parser::label::{MatchOp, Matcher};
-use serde::Deserialize;
-use serde_json::{Value as Json_, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{AppState, error::ApiError, prom};
+use super::{
+    AppState,
+    error::{ApiError, ErrorBody},
+    prom,
+    schema::{StoredEventDoc, ViewsDoc},
+};
 use crate::{
     ingest,
     query::{self, LOOKBACK},
     registry::{AgentView, MonitoringRecord},
     store::{Store, StoredEvent, now_ms},
-    views,
+    views::{self, ModelView, ServiceView, UsageView, Views},
 };
 use aisemble_shared::metrics as names;
 use aisemble_shared::wire::Event;
 
-/// `GET /health`.
-pub(super) async fn health() -> Json<Json_> {
-    Json(
-        json!({"status": "healthy", "service": "aisemble-control-plane", "version": aisemble_shared::VERSION}),
-    )
+/// `GET /health` body.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct Health {
+    /// Always `aisemble-control-plane`.
+    #[schema(example = "aisemble-control-plane")]
+    service: &'static str,
+    /// Always `healthy` while the process serves requests.
+    #[schema(example = "healthy")]
+    status: &'static str,
+    /// The control plane's version.
+    version: &'static str,
+}
+
+/// `GET /health`: liveness.
+#[utoipa::path(get, path = "/health", tag = "ops",
+    responses((status = 200, description = "The process is up.", body = Health)))]
+pub(super) async fn health() -> Json<Health> {
+    Json(Health {
+        service: "aisemble-control-plane",
+        status: "healthy",
+        version: aisemble_shared::VERSION,
+    })
 }
 
 fn since() -> i64 {
     now_ms() - LOOKBACK.as_millis() as i64
 }
 
+/// The fullest filesystem of a host.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct FullestDisk {
+    /// Its mount point.
+    mount: Option<String>,
+    /// Percent used.
+    usage_percent: f64,
+}
+
+/// Latest resource figures of a host (absent figures are `null`).
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct Resources {
+    cpu_usage_percent: Option<f64>,
+    fullest_disk: Option<FullestDisk>,
+    load1: Option<f64>,
+    memory_usage_percent: Option<f64>,
+    uptime_seconds: Option<f64>,
+}
+
+/// An agent's journal as it last reported it.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct BufferView {
+    /// Bytes not yet acknowledged.
+    bytes: u64,
+    /// Records evicted unsent, ever.
+    dropped_records: u64,
+    /// Records not yet acknowledged.
+    records: u64,
+}
+
+/// Whether an agent collects.
+#[derive(Serialize, Debug, Clone, Copy, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum MonitoringState {
+    /// Collecting and sending.
+    Running,
+    /// Stopped through `POST /ops/monitoring/stop`.
+    Paused,
+}
+
+/// One agent in the inventory.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct AgentSummary {
+    buffer: BufferView,
+    /// Serial of its current certificate.
+    certificate_serial: String,
+    /// Connected now.
+    connected: bool,
+    /// Since when (ms since the Unix epoch), if connected.
+    connected_since_ms: Option<i64>,
+    first_seen_ms: i64,
+    /// Host name the agent reported.
+    hostname: String,
+    /// Its name: the certificate's, and its `host` label.
+    id: String,
+    labels: BTreeMap<String, String>,
+    last_seen_ms: i64,
+    monitoring: MonitoringState,
+    /// Remote address, if connected.
+    remote: Option<String>,
+    resources: Resources,
+    /// Highest journal sequence number stored, for its current journal.
+    stored_upto: Option<u64>,
+    /// Agent version.
+    version: String,
+}
+
+/// `GET /ops/agents` body.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct AgentList {
+    agents: Vec<AgentSummary>,
+}
+
+/// `GET /ops/agents/{id}` body: the inventory entry plus health checks, recent events and the
+/// host's service and model views.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct AgentDetail {
+    #[serde(flatten)]
+    summary: AgentSummary,
+    #[serde(flatten)]
+    details: HostDetails,
+}
+
+/// Checks, recent events and views of a host or the fleet.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct HostDetails {
+    checks: Vec<CheckView>,
+    /// Newest first, at most 50.
+    #[schema(value_type = Vec<StoredEventDoc>)]
+    events: Vec<StoredEvent>,
+    #[schema(value_type = ViewsDoc)]
+    views: Views,
+}
+
 /// Latest CPU %, memory % and fullest disk % of an agent, from the head.
-fn resources(state: &AppState, agent: &str) -> Json_ {
+fn resources(state: &AppState, agent: &str) -> Resources {
     let latest = |metric: &str| {
         let matchers = [
             Matcher::new(MatchOp::Equal, "__name__", metric),
@@ -48,43 +169,53 @@ fn resources(state: &AppState, agent: &str) -> Json_ {
     let fullest = disks
         .iter()
         .max_by(|a, b| a.2.total_cmp(&b.2))
-        .map(|(labels, _, v)| json!({"mount": labels.get("mount"), "usage_percent": v}));
-    json!({
-        "cpu_usage_percent": single(names::SYSTEM_CPU_USAGE_PERCENT),
-        "memory_usage_percent": single(names::SYSTEM_MEMORY_USAGE_PERCENT),
-        "fullest_disk": fullest,
-        "load1": single(names::SYSTEM_LOAD1),
-        "uptime_seconds": single(names::SYSTEM_UPTIME_SECONDS),
-    })
+        .map(|(labels, _, v)| FullestDisk {
+            mount: labels.get("mount").map(str::to_owned),
+            usage_percent: *v,
+        });
+    Resources {
+        cpu_usage_percent: single(names::SYSTEM_CPU_USAGE_PERCENT),
+        fullest_disk: fullest,
+        load1: single(names::SYSTEM_LOAD1),
+        memory_usage_percent: single(names::SYSTEM_MEMORY_USAGE_PERCENT),
+        uptime_seconds: single(names::SYSTEM_UPTIME_SECONDS),
+    }
 }
 
-fn agent_json(state: &AppState, agent: &AgentView) -> Json_ {
+fn agent_summary(state: &AppState, agent: &AgentView) -> AgentSummary {
     let record = &agent.record;
-    json!({
-        "id": record.name,
-        "connected": agent.connected,
-        "connected_since_ms": agent.connected_since_ms,
-        "remote": agent.remote,
-        "first_seen_ms": record.first_seen_ms,
-        "last_seen_ms": record.last_seen_ms,
-        "version": record.version,
-        "hostname": record.hostname,
-        "labels": record.labels,
-        "buffer": {
-            "records": record.buffer.records,
-            "bytes": record.buffer.bytes,
-            "dropped_records": record.buffer.dropped_records,
+    AgentSummary {
+        buffer: BufferView {
+            bytes: record.buffer.bytes,
+            dropped_records: record.buffer.dropped_records,
+            records: record.buffer.records,
         },
-        "monitoring": match record.monitoring { MonitoringRecord::Running => "running", MonitoringRecord::Paused => "paused" },
-        "certificate_serial": record.certificate_serial,
-        "stored_upto": state.store.watermark(&record.name).filter(|w| w.journal_id == record.journal_id).map(|w| w.upto),
-        "resources": resources(state, &record.name),
-    })
+        certificate_serial: record.certificate_serial.clone(),
+        connected: agent.connected,
+        connected_since_ms: agent.connected_since_ms,
+        first_seen_ms: record.first_seen_ms,
+        hostname: record.hostname.clone(),
+        id: record.name.clone(),
+        labels: record.labels.clone(),
+        last_seen_ms: record.last_seen_ms,
+        monitoring: match record.monitoring {
+            MonitoringRecord::Running => MonitoringState::Running,
+            MonitoringRecord::Paused => MonitoringState::Paused,
+        },
+        remote: agent.remote.clone(),
+        resources: resources(state, &record.name),
+        stored_upto: state
+            .store
+            .watermark(&record.name)
+            .filter(|w| w.journal_id == record.journal_id)
+            .map(|w| w.upto),
+        version: record.version.clone(),
+    }
 }
 
 /// A health check's latest result on one host.
-#[derive(Debug, Clone, serde::Serialize)]
-struct CheckView {
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(super) struct CheckView {
     host: String,
     check: String,
     kind: String,
@@ -96,7 +227,7 @@ struct CheckView {
     error: Option<String>,
     /// When the check entered its current state, when known.
     since_ms: Option<i64>,
-    labels: std::collections::BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
 }
 
 /// Latest results of every check (on `host`, or fleet-wide), with the error of those down.
@@ -160,8 +291,11 @@ fn checks(store: &Store, host: Option<&str>, events: &[StoredEvent]) -> Vec<Chec
 }
 
 /// `?window=5m` of the views endpoints.
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, Debug, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct WindowParams {
+    /// Window of rates and quantiles: seconds or a Prometheus duration (`5m`). Default `5m`.
+    #[param(example = "5m")]
     window: Option<String>,
 }
 
@@ -183,51 +317,120 @@ fn window_ms(params: &WindowParams) -> Result<i64, ApiError> {
 }
 
 /// Checks, recent events and service/model views of one host or the fleet. Blocking.
-fn host_details(store: &Store, host: Option<&str>, window: i64) -> Result<Json_, ApiError> {
-    let events = store.events(host, 200);
+fn host_details(store: &Store, host: Option<&str>, window: i64) -> Result<HostDetails, ApiError> {
+    let mut events = store.events(host, 200);
     let checks = checks(store, host, &events);
     let views = views::compute(store, host, now_ms(), window).map_err(ApiError::internal)?;
-    let events: Vec<&StoredEvent> = events.iter().take(50).collect();
-    Ok(json!({"checks": checks, "events": events, "views": views}))
+    events.truncate(50);
+    Ok(HostDetails {
+        checks,
+        events,
+        views,
+    })
 }
 
-/// `GET /ops/agents`.
-pub(super) async fn agents(State(state): State<AppState>) -> Json<Json_> {
-    let agents: Vec<Json_> = state
+/// `GET /ops/agents`: the inventory.
+#[utoipa::path(get, path = "/ops/agents", tag = "ops",
+    responses((status = 200, description = "Every agent ever seen.", body = AgentList)))]
+pub(super) async fn agents(State(state): State<AppState>) -> Json<AgentList> {
+    let agents = state
         .registry
         .list()
         .iter()
-        .map(|a| agent_json(&state, a))
+        .map(|a| agent_summary(&state, a))
         .collect();
-    Json(json!({"agents": agents}))
+    Json(AgentList { agents })
 }
 
 /// `GET /ops/agents/{id}[?window=5m]`: inventory plus health checks, their recent state changes,
 /// and the host's service and model views.
+#[utoipa::path(get, path = "/ops/agents/{id}", tag = "ops",
+    params(("id" = String, Path, description = "Agent name", example = "node-a"), WindowParams),
+    responses(
+        (status = 200, description = "The agent.", body = AgentDetail),
+        (status = 400, description = "Bad `window`.", body = ErrorBody),
+        (status = 404, description = "No such agent.", body = ErrorBody),
+    ))]
 pub(super) async fn agent(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<WindowParams>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<AgentDetail>, ApiError> {
     let window = window_ms(&params)?;
     let agent = state
         .registry
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("no agent named {id:?}")))?;
-    let mut body = agent_json(&state, &agent);
+    let summary = agent_summary(&state, &agent);
     let store = state.store.clone();
     let details = tokio::task::spawn_blocking(move || host_details(&store, Some(&id), window))
         .await
         .map_err(ApiError::internal)??;
-    if let (Some(body), Json_::Object(details)) = (body.as_object_mut(), details) {
-        body.extend(details);
-    }
-    Ok(Json(body))
+    Ok(Json(AgentDetail { summary, details }))
+}
+
+/// `healthy`, `degraded` or `unhealthy`.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum HealthState {
+    /// Nothing wrong.
+    Healthy,
+    /// Working, with a reason to look.
+    Degraded,
+    /// Not working.
+    Unhealthy,
+}
+
+/// A component's health; which figures it has depends on the component.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct ComponentHealth {
+    /// Agents connected now (ingest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connected_agents: Option<usize>,
+    /// Why it is not healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Series stored (store, when healthy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series: Option<usize>,
+    status: HealthState,
+}
+
+/// The control plane's own components.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct Components {
+    api: ComponentHealth,
+    ingest: ComponentHealth,
+    store: ComponentHealth,
+}
+
+/// One agent's health.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct AgentHealth {
+    /// Its checks.
+    checks: Vec<CheckView>,
+    id: String,
+    /// Why it is not healthy (empty when it is).
+    reasons: Vec<String>,
+    status: HealthState,
+}
+
+/// `GET /ops/health/comprehensive` body.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct ComprehensiveHealth {
+    agents: Vec<AgentHealth>,
+    components: Components,
+    /// The worst of everything.
+    status: HealthState,
 }
 
 /// `GET /ops/health/comprehensive`: every component and every agent, with a reason for anything
 /// not healthy.
-pub(super) async fn health_comprehensive(State(state): State<AppState>) -> Json<Json_> {
+#[utoipa::path(get, path = "/ops/health/comprehensive", tag = "ops",
+    responses((status = 200, description = "Components and agents.", body = ComprehensiveHealth)))]
+pub(super) async fn health_comprehensive(
+    State(state): State<AppState>,
+) -> Json<ComprehensiveHealth> {
     let store = state.store.clone();
     let (events, checks) = tokio::task::spawn_blocking(move || {
         let events = store.events(None, 1000);
@@ -242,17 +445,36 @@ pub(super) async fn health_comprehensive(State(state): State<AppState>) -> Json<
         .counters()
         .commit_errors
         .load(std::sync::atomic::Ordering::Relaxed);
-    let components = json!({
-        "store": if commit_errors == 0 {
-            json!({"status": "healthy", "series": state.store.series_count()})
-        } else {
-            json!({"status": "degraded", "reason": format!("{commit_errors} WAL commits failed since start")})
+    let component = |status| ComponentHealth {
+        connected_agents: None,
+        reason: None,
+        series: None,
+        status,
+    };
+    let components = Components {
+        api: component(HealthState::Healthy),
+        ingest: ComponentHealth {
+            connected_agents: Some(state.registry.connected_count()),
+            ..component(HealthState::Healthy)
         },
-        "ingest": {"status": "healthy", "connected_agents": state.registry.connected_count()},
-        "api": {"status": "healthy"},
-    });
-    let mut worst = if commit_errors == 0 { 0 } else { 1 };
-    let agents: Vec<Json_> = state
+        store: if commit_errors == 0 {
+            ComponentHealth {
+                series: Some(state.store.series_count()),
+                ..component(HealthState::Healthy)
+            }
+        } else {
+            ComponentHealth {
+                reason: Some(format!("{commit_errors} WAL commits failed since start")),
+                ..component(HealthState::Degraded)
+            }
+        },
+    };
+    let mut worst = if commit_errors == 0 {
+        HealthState::Healthy
+    } else {
+        HealthState::Degraded
+    };
+    let agents: Vec<AgentHealth> = state
         .registry
         .list()
         .iter()
@@ -268,7 +490,7 @@ pub(super) async fn health_comprehensive(State(state): State<AppState>) -> Json<
             if agent.record.monitoring == MonitoringRecord::Paused {
                 reasons.push("monitoring paused".to_owned());
             }
-            let mine: Vec<&CheckView> = checks.iter().filter(|c| &c.host == name).collect();
+            let mine: Vec<CheckView> = checks.iter().filter(|c| &c.host == name).cloned().collect();
             for check in mine.iter().filter(|c| !c.up) {
                 reasons.push(format!(
                     "check {} ({}) down: {}",
@@ -278,40 +500,121 @@ pub(super) async fn health_comprehensive(State(state): State<AppState>) -> Json<
                 ));
             }
             let status = if !agent.connected || mine.iter().any(|c| !c.up) {
-                worst = 2;
-                "unhealthy"
+                HealthState::Unhealthy
             } else if reasons.is_empty() {
-                "healthy"
+                HealthState::Healthy
             } else {
-                worst = worst.max(1);
-                "degraded"
+                HealthState::Degraded
             };
-            json!({
-                "id": name,
-                "status": status,
-                "reasons": reasons,
-                "checks": mine,
-            })
+            worst = worst.max(status);
+            AgentHealth {
+                checks: mine,
+                id: name.clone(),
+                reasons,
+                status,
+            }
         })
         .collect();
-    let status = ["healthy", "degraded", "unhealthy"][worst];
-    Json(json!({"status": status, "components": components, "agents": agents}))
+    Json(ComprehensiveHealth {
+        agents,
+        components,
+        status: worst,
+    })
 }
 
-fn summary(values: &[f64]) -> Json_ {
+/// A figure over the hosts that report it.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct FleetFigure {
+    avg: f64,
+    /// Hosts reporting it.
+    hosts: usize,
+    max: f64,
+}
+
+fn summary(values: &[f64]) -> Option<FleetFigure> {
     if values.is_empty() {
-        return Json_::Null;
+        return None;
     }
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let avg = values.iter().sum::<f64>() / values.len() as f64;
-    json!({"avg": avg, "max": max, "hosts": values.len()})
+    Some(FleetFigure {
+        avg,
+        hosts: values.len(),
+        max,
+    })
 }
 
-/// `GET /ops/status[?window=5m]`.
+/// Agent counts.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct AgentCounts {
+    connected: usize,
+    disconnected: usize,
+    total: usize,
+}
+
+/// Health checks across the fleet.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct CheckCounts {
+    /// The checks that are down.
+    down: Vec<CheckView>,
+    total: usize,
+    up: usize,
+}
+
+/// Latest resource figures across the fleet (`null` when no host reports one).
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct FleetResources {
+    cpu_usage_percent: Option<FleetFigure>,
+    disk_usage_percent: Option<FleetFigure>,
+    memory_usage_percent: Option<FleetFigure>,
+}
+
+/// Ingest counters since start.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct IngestCounts {
+    batches_total: u64,
+    samples_total: u64,
+}
+
+/// Store figures.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct StoreFigures {
+    disk_bytes: u64,
+    series: usize,
+}
+
+/// `GET /ops/status` body.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct FleetStatus {
+    agents: AgentCounts,
+    checks: CheckCounts,
+    cost_this_month_usd: f64,
+    ingest: IngestCounts,
+    #[schema(value_type = Vec<super::schema::ModelViewDoc>)]
+    models: Vec<ModelView>,
+    resources: FleetResources,
+    #[schema(value_type = Vec<super::schema::ServiceViewDoc>)]
+    services: Vec<ServiceView>,
+    /// `healthy`, or `degraded` while an agent is disconnected or a check is down.
+    status: HealthState,
+    store: StoreFigures,
+    uptime_seconds: u64,
+    #[schema(value_type = Vec<super::schema::UsageViewDoc>)]
+    usage_this_month: Vec<UsageView>,
+    version: &'static str,
+    window_seconds: f64,
+}
+
+/// `GET /ops/status[?window=5m]`: the fleet summary.
+#[utoipa::path(get, path = "/ops/status", tag = "ops", params(WindowParams),
+    responses(
+        (status = 200, description = "Fleet summary.", body = FleetStatus),
+        (status = 400, description = "Bad `window`.", body = ErrorBody),
+    ))]
 pub(super) async fn status(
     State(state): State<AppState>,
     Query(params): Query<WindowParams>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<FleetStatus>, ApiError> {
     let window = window_ms(&params)?;
     let store = state.store.clone();
     let details = tokio::task::spawn_blocking(move || host_details(&store, None, window))
@@ -328,56 +631,82 @@ pub(super) async fn status(
             .collect()
     };
     let telemetry = &state.telemetry;
-    let status = if agents.is_empty() || connected == agents.len() {
-        "healthy"
+    let HostDetails { checks, views, .. } = details;
+    let total_checks = checks.len();
+    let down: Vec<CheckView> = checks.into_iter().filter(|c| !c.up).collect();
+    let status = if (agents.is_empty() || connected == agents.len()) && down.is_empty() {
+        HealthState::Healthy
     } else {
-        "degraded"
+        HealthState::Degraded
     };
-    let checks = details["checks"].as_array().cloned().unwrap_or_default();
-    let down: Vec<&Json_> = checks.iter().filter(|c| c["up"] == json!(false)).collect();
-    let status = if down.is_empty() { status } else { "degraded" };
-    Ok(Json(json!({
-        "status": status,
-        "version": aisemble_shared::VERSION,
-        "checks": {"total": checks.len(), "up": checks.len() - down.len(), "down": down},
-        "services": details["views"]["services"],
-        "models": details["views"]["models"],
-        "usage_this_month": details["views"]["usage_this_month"],
-        "cost_this_month_usd": details["views"]["cost_this_month_usd"],
-        "window_seconds": details["views"]["window_seconds"],
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "agents": {"total": agents.len(), "connected": connected, "disconnected": agents.len() - connected},
-        "resources": {
-            "cpu_usage_percent": summary(&latest(names::SYSTEM_CPU_USAGE_PERCENT)),
-            "memory_usage_percent": summary(&latest(names::SYSTEM_MEMORY_USAGE_PERCENT)),
-            "disk_usage_percent": summary(&latest(names::SYSTEM_DISK_USAGE_PERCENT)),
+    Ok(Json(FleetStatus {
+        agents: AgentCounts {
+            connected,
+            disconnected: agents.len() - connected,
+            total: agents.len(),
         },
-        "ingest": {
-            "samples_total": telemetry.ingest_samples.get(),
-            "batches_total": telemetry.ingest_batches.get(),
+        checks: CheckCounts {
+            total: total_checks,
+            up: total_checks - down.len(),
+            down,
         },
-        "store": {
-            "series": state.store.series_count(),
-            "disk_bytes": state.store.size_on_disk(),
+        cost_this_month_usd: views.cost_this_month_usd,
+        ingest: IngestCounts {
+            batches_total: telemetry.ingest_batches.get(),
+            samples_total: telemetry.ingest_samples.get(),
         },
-    })))
+        models: views.models,
+        resources: FleetResources {
+            cpu_usage_percent: summary(&latest(names::SYSTEM_CPU_USAGE_PERCENT)),
+            disk_usage_percent: summary(&latest(names::SYSTEM_DISK_USAGE_PERCENT)),
+            memory_usage_percent: summary(&latest(names::SYSTEM_MEMORY_USAGE_PERCENT)),
+        },
+        services: views.services,
+        status,
+        store: StoreFigures {
+            disk_bytes: state.store.size_on_disk(),
+            series: state.store.series_count(),
+        },
+        uptime_seconds: state.started.elapsed().as_secs(),
+        usage_this_month: views.usage_this_month,
+        version: aisemble_shared::VERSION,
+        window_seconds: views.window_seconds,
+    }))
 }
 
 /// Parameters of `GET /ops/metrics/query`: `query` plus `time`, or `start`, `end` and `step`.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct QueryParams {
+    /// PromQL expression.
+    #[param(example = "aisemble_system_cpu_usage_percent")]
     query: String,
+    /// Instant query time: Unix seconds or RFC 3339. Default now.
     time: Option<String>,
+    /// Range query start: Unix seconds or RFC 3339 (with `end` and `step`).
     start: Option<String>,
+    /// Range query end.
     end: Option<String>,
+    /// Range query step: seconds or a duration (`15s`).
     step: Option<String>,
 }
 
+/// `GET /ops/metrics/query` body.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct MetricsQueryResult {
+    data: prom::QueryData,
+}
+
 /// `GET /ops/metrics/query`: instant or range query, Prometheus result shapes.
+#[utoipa::path(get, path = "/ops/metrics/query", tag = "ops", params(QueryParams),
+    responses(
+        (status = 200, description = "The result.", body = MetricsQueryResult),
+        (status = 400, description = "Bad or unsupported query, bad time or step.", body = ErrorBody),
+    ))]
 pub(super) async fn metrics_query(
     State(state): State<AppState>,
     Query(params): Query<QueryParams>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<MetricsQueryResult>, ApiError> {
     let expr = query::parse(&params.query).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
         v.as_deref()
@@ -409,25 +738,38 @@ pub(super) async fn metrics_query(
         query::QueryError::Store(e) => ApiError::internal(e),
         other => ApiError::bad_request(other.to_string()),
     })?;
-    Ok(Json(json!({"data": prom::value_json(value)})).into_response())
+    Ok(Json(MetricsQueryResult {
+        data: prom::QueryData::from(value),
+    }))
 }
 
-#[derive(Deserialize, Debug, Default)]
+/// Body of `POST /ops/monitoring/start|stop`; no body (or an empty list) means the whole fleet.
+#[derive(Deserialize, Debug, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MonitoringRequest {
+pub(super) struct MonitoringRequest {
+    /// Agent names.
     #[serde(default)]
     agents: Vec<String>,
+}
+
+/// Result of `POST /ops/monitoring/start|stop`.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct MonitoringResult {
+    /// The agents the command went to.
+    agents: Vec<String>,
+    /// The state they are in now.
+    monitoring: MonitoringState,
 }
 
 async fn set_monitoring(
     state: &AppState,
     body: &Bytes,
     paused: bool,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<MonitoringResult>, ApiError> {
     let request: MonitoringRequest = if body.iter().all(u8::is_ascii_whitespace) {
         MonitoringRequest::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| {
+        super::error::parse_json(body).map_err(|e| {
             ApiError::bad_request(format!(
                 "invalid body: {e}; expected {{\"agents\": [\"name\", ...]}} or no body"
             ))
@@ -445,32 +787,66 @@ async fn set_monitoring(
     let affected = state.registry.set_monitoring(&request.agents, paused, id);
     let registry = std::sync::Arc::clone(&state.registry);
     let _ = tokio::task::spawn_blocking(move || registry.persist()).await;
-    Ok(Json(
-        json!({"monitoring": if paused { "paused" } else { "running" }, "agents": affected}),
-    ))
+    Ok(Json(MonitoringResult {
+        agents: affected,
+        monitoring: if paused {
+            MonitoringState::Paused
+        } else {
+            MonitoringState::Running
+        },
+    }))
 }
 
-/// `POST /ops/monitoring/start`.
+/// `POST /ops/monitoring/start`: resume collection fleet-wide or on the named agents.
+#[utoipa::path(post, path = "/ops/monitoring/start", tag = "ops",
+    request_body(content = Option<MonitoringRequest>, description = "Agents; none for the whole fleet."),
+    responses(
+        (status = 200, description = "Sent.", body = MonitoringResult),
+        (status = 400, description = "Body is not the JSON described.", body = ErrorBody),
+        (status = 404, description = "An agent is unknown.", body = ErrorBody),
+    ))]
 pub(super) async fn monitoring_start(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<MonitoringResult>, ApiError> {
     set_monitoring(&state, &body, false).await
 }
 
-/// `POST /ops/monitoring/stop`.
+/// `POST /ops/monitoring/stop`: pause collection fleet-wide or on the named agents.
+#[utoipa::path(post, path = "/ops/monitoring/stop", tag = "ops",
+    request_body(content = Option<MonitoringRequest>, description = "Agents; none for the whole fleet."),
+    responses(
+        (status = 200, description = "Sent.", body = MonitoringResult),
+        (status = 400, description = "Body is not the JSON described.", body = ErrorBody),
+        (status = 404, description = "An agent is unknown.", body = ErrorBody),
+    ))]
 pub(super) async fn monitoring_stop(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<MonitoringResult>, ApiError> {
     set_monitoring(&state, &body, true).await
 }
 
+/// Result of `POST /ops/agents/{id}/revoke`.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct Revoked {
+    agent: String,
+    /// Serials of the certificates revoked.
+    revoked_serials: Vec<String>,
+}
+
 /// `POST /ops/agents/{id}/revoke`: revokes every certificate issued to the agent and disconnects it.
+#[utoipa::path(post, path = "/ops/agents/{id}/revoke", tag = "ops",
+    params(("id" = String, Path, description = "Agent name", example = "gpu-node-07")),
+    responses(
+        (status = 200, description = "Revoked and disconnected.", body = Revoked),
+        (status = 400, description = "Not a valid agent name.", body = ErrorBody),
+        (status = 404, description = "No certificate was issued to that name.", body = ErrorBody),
+    ))]
 pub(super) async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     let pki = std::sync::Arc::clone(&state.pki);
     let name = id.clone();
     let revoked = tokio::task::spawn_blocking(move || {
@@ -481,6 +857,12 @@ pub(super) async fn revoke(
     .map_err(ApiError::internal)?;
     let (serials, list) = match revoked {
         Ok(result) => result,
+        // Found by schemathesis: a name no certificate can carry was a 500.
+        Err(aisemble_certs::Error::InvalidName(error)) => {
+            return Err(ApiError::bad_request(format!(
+                "{id:?} is not a valid agent name: {error}"
+            )));
+        }
         Err(aisemble_certs::Error::UnknownAgent { .. }) => {
             return Err(ApiError::not_found(format!(
                 "no certificate issued to {id:?}"
@@ -490,5 +872,8 @@ pub(super) async fn revoke(
     };
     ingest::apply_revocations(&state.ingest, list);
     tracing::info!(agent = %id, serials = serials.len(), "Agent revoked through the API.");
-    Ok(Json(json!({"agent": id, "revoked_serials": serials})))
+    Ok(Json(Revoked {
+        agent: id,
+        revoked_serials: serials,
+    }))
 }

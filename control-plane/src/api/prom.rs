@@ -1,6 +1,9 @@
 //! The Prometheus HTTP API subset Grafana uses (`/api/v1/query`, `query_range`, `series`,
 //! `labels`, `label/{name}/values`), with Prometheus' JSON shapes and error format, GET or
 //! form-encoded POST.
+//!
+//! Parameters are read by hand from the query string and the form body (Prometheus allows both,
+//! and repeated `match[]`); the OpenAPI document describes them with [`QueryForm`] and friends.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +14,8 @@ use axum::{
     http::{Method, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde_json::{Value as Json_, json};
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{AppState, exposition::format_value};
 use crate::{
@@ -58,18 +62,102 @@ impl From<QueryError> for PromError {
     }
 }
 
+/// Prometheus' error body (the Prometheus API keeps Prometheus' format).
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct PromErrorBody {
+    /// The message.
+    error: String,
+    /// `bad_data` or `internal`.
+    #[serde(rename = "errorType")]
+    #[schema(example = "bad_data")]
+    error_type: &'static str,
+    /// Always `error`.
+    #[schema(example = "error")]
+    status: &'static str,
+}
+
 impl IntoResponse for PromError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({"status": "error", "errorType": self.kind, "error": self.message})),
+            Json(PromErrorBody {
+                error: self.message,
+                error_type: self.kind,
+                status: "error",
+            }),
         )
             .into_response()
     }
 }
 
-fn success(data: Json_) -> Response {
-    Json(json!({"status": "success", "data": data})).into_response()
+/// Prometheus' success envelope.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct PromSuccess<T> {
+    data: T,
+    /// Always `success`.
+    #[schema(example = "success")]
+    status: &'static str,
+}
+
+pub(super) fn success<T: Serialize>(data: T) -> Response {
+    Json(PromSuccess {
+        data,
+        status: "success",
+    })
+    .into_response()
+}
+
+/// `[time in Unix seconds, value as a string]`, as Prometheus writes a sample.
+#[derive(Serialize, Debug)]
+pub(super) struct SamplePair(f64, String);
+
+impl utoipa::PartialSchema for SamplePair {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Type};
+        ArrayBuilder::new()
+            .description(Some(
+                "[time in Unix seconds, value as a string (\"NaN\" and \"+Inf\" included)]",
+            ))
+            .prefix_items([
+                ObjectBuilder::new().schema_type(Type::Number).build(),
+                ObjectBuilder::new().schema_type(Type::String).build(),
+            ])
+            .items(ArrayItems::False)
+            .min_items(Some(2))
+            .max_items(Some(2))
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for SamplePair {}
+
+/// One series of an instant vector.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct VectorSample {
+    metric: BTreeMap<String, String>,
+    value: SamplePair,
+}
+
+/// One series of a range vector.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct MatrixSeries {
+    metric: BTreeMap<String, String>,
+    values: Vec<SamplePair>,
+}
+
+/// A query result in Prometheus' shape: `{"resultType": ..., "result": ...}`.
+#[derive(Serialize, Debug, ToSchema)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+pub(crate) enum QueryData {
+    /// A number at a time.
+    Scalar(SamplePair),
+    /// A string at a time.
+    String(SamplePair),
+    /// One sample per series.
+    Vector(Vec<VectorSample>),
+    /// Samples per series.
+    Matrix(Vec<MatrixSeries>),
 }
 
 /// Query string and form body parameters, repeated keys kept.
@@ -142,33 +230,85 @@ pub(super) fn parse_duration(value: &str) -> Result<i64, String> {
         .map_err(|_| format!("cannot parse {value:?} to a valid duration"))
 }
 
-fn labels_json(labels: &Labels) -> Json_ {
-    let map: BTreeMap<&str, &str> = labels.iter().map(|p| (&*p.name, &*p.value)).collect();
-    json!(map)
+fn label_map(labels: &Labels) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|p| (p.name.to_string(), p.value.to_string()))
+        .collect()
 }
 
-fn seconds(t: i64) -> Json_ {
-    json!(t as f64 / 1000.0)
+fn pair(t: i64, value: String) -> SamplePair {
+    SamplePair(t as f64 / 1000.0, value)
 }
 
-pub(crate) fn value_json(value: Value) -> Json_ {
-    match value {
-        Value::Scalar(t, v) => {
-            json!({"resultType": "scalar", "result": [seconds(t), format_value(v)]})
+impl From<Value> for QueryData {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Scalar(t, v) => Self::Scalar(pair(t, format_value(v))),
+            Value::String(t, s) => Self::String(pair(t, s)),
+            Value::Vector(samples) => Self::Vector(
+                samples
+                    .iter()
+                    .map(|s| VectorSample {
+                        metric: label_map(&s.labels),
+                        value: pair(s.t, format_value(s.v)),
+                    })
+                    .collect(),
+            ),
+            Value::Matrix(series) => Self::Matrix(
+                series
+                    .iter()
+                    .map(|s| MatrixSeries {
+                        metric: label_map(&s.labels),
+                        values: s
+                            .samples
+                            .iter()
+                            .map(|(t, v)| pair(*t, format_value(*v)))
+                            .collect(),
+                    })
+                    .collect(),
+            ),
         }
-        Value::String(t, s) => json!({"resultType": "string", "result": [seconds(t), s]}),
-        Value::Vector(samples) => json!({
-            "resultType": "vector",
-            "result": samples.iter().map(|s| json!({"metric": labels_json(&s.labels), "value": [seconds(s.t), format_value(s.v)]})).collect::<Vec<_>>(),
-        }),
-        Value::Matrix(series) => json!({
-            "resultType": "matrix",
-            "result": series.iter().map(|s| json!({
-                "metric": labels_json(&s.labels),
-                "values": s.samples.iter().map(|(t, v)| json!([seconds(*t), format_value(*v)])).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }),
     }
+}
+
+/// Parameters of an instant query (query string, or form body of a POST).
+#[derive(Debug, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only: `Params` reads the same keys.
+pub(super) struct QueryForm {
+    /// PromQL expression.
+    #[param(example = "up")]
+    query: String,
+    /// Evaluation time: Unix seconds or RFC 3339. Default now.
+    time: Option<String>,
+}
+
+/// Parameters of a range query.
+#[derive(Debug, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only.
+pub(super) struct RangeForm {
+    /// PromQL expression.
+    #[param(example = "up")]
+    query: String,
+    /// Start: Unix seconds or RFC 3339.
+    start: String,
+    /// End: Unix seconds or RFC 3339.
+    end: String,
+    /// Resolution: seconds or a duration (`15s`).
+    step: String,
+}
+
+/// Series selectors (`match[]`, repeatable; required for `series`).
+#[derive(Debug, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only.
+pub(super) struct MatchForm {
+    /// Series selectors such as `up{job="x"}`.
+    #[serde(rename = "match[]")]
+    #[param(rename = "match[]")]
+    matches: Option<Vec<String>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -184,7 +324,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(PromError::from)
 }
 
-/// `GET|POST /api/v1/query`.
+/// `GET /api/v1/query`: instant query.
+#[utoipa::path(get, path = "/api/v1/query", tag = "prometheus", params(QueryForm),
+    responses(
+        (status = 200, description = "The result.", body = PromSuccess<QueryData>),
+        (status = 400, description = "Bad or unsupported query or time.", body = PromErrorBody),
+    ))]
 pub(super) async fn instant_query(
     State(state): State<AppState>,
     method: Method,
@@ -200,12 +345,17 @@ pub(super) async fn instant_query(
         let t = params.time("time", now_ms())?;
         let store = state.store.clone();
         let value = blocking(move || query::instant(&store, &expr, t)).await?;
-        Ok::<_, PromError>(success(value_json(value)))
+        Ok::<_, PromError>(success(QueryData::from(value)))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET|POST /api/v1/query_range`.
+/// `GET /api/v1/query_range`: range query.
+#[utoipa::path(get, path = "/api/v1/query_range", tag = "prometheus", params(RangeForm),
+    responses(
+        (status = 200, description = "The result (a matrix).", body = PromSuccess<QueryData>),
+        (status = 400, description = "Bad or unsupported query, bad times or step.", body = PromErrorBody),
+    ))]
 pub(super) async fn range_query(
     State(state): State<AppState>,
     method: Method,
@@ -235,7 +385,7 @@ pub(super) async fn range_query(
             .map_err(|e| PromError::bad_data(format!("invalid parameter \"step\": {e}")))?;
         let store = state.store.clone();
         let value = blocking(move || query::range(&store, &expr, start, end, step)).await?;
-        Ok::<_, PromError>(success(value_json(value)))
+        Ok::<_, PromError>(success(QueryData::from(value)))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -255,7 +405,12 @@ fn matcher_sets(params: &Params) -> Result<Vec<Vec<promql_parser::label::Matcher
     Ok(sets)
 }
 
-/// `GET|POST /api/v1/series`.
+/// `GET /api/v1/series`: series matching any `match[]`.
+#[utoipa::path(get, path = "/api/v1/series", tag = "prometheus", params(MatchForm),
+    responses(
+        (status = 200, description = "Label sets.", body = PromSuccess<Vec<BTreeMap<String, String>>>),
+        (status = 400, description = "No or bad `match[]`.", body = PromErrorBody),
+    ))]
 pub(super) async fn series(
     State(state): State<AppState>,
     method: Method,
@@ -274,14 +429,17 @@ pub(super) async fn series(
         }
         all.sort();
         all.dedup();
-        Ok(success(json!(
-            all.iter().map(labels_json).collect::<Vec<_>>()
-        )))
+        Ok(success(all.iter().map(label_map).collect::<Vec<_>>()))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET|POST /api/v1/labels`.
+/// `GET /api/v1/labels`: label names (of the series matching `match[]`, when given).
+#[utoipa::path(get, path = "/api/v1/labels", tag = "prometheus", params(MatchForm),
+    responses(
+        (status = 200, description = "Label names.", body = PromSuccess<Vec<String>>),
+        (status = 400, description = "Bad `match[]`.", body = PromErrorBody),
+    ))]
 pub(super) async fn labels(
     State(state): State<AppState>,
     method: Method,
@@ -303,18 +461,64 @@ pub(super) async fn labels(
             names.dedup();
             names
         };
-        Ok::<_, PromError>(success(json!(names)))
+        Ok::<_, PromError>(success(names))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET /api/v1/label/{name}/values`.
+/// `GET /api/v1/label/{name}/values`: a label's values.
+#[utoipa::path(get, path = "/api/v1/label/{name}/values", tag = "prometheus",
+    params(("name" = String, Path, description = "Label name")),
+    responses((status = 200, description = "Values.", body = PromSuccess<Vec<String>>)))]
 pub(super) async fn label_values(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Response {
-    success(json!(state.store.label_values(&name)))
+    success(state.store.label_values(&name))
 }
+
+// The form-encoded POST twins of the GET routes above: same handlers, documented on their own
+// because their parameters come in the body.
+
+/// `POST /api/v1/query`: instant query, form-encoded.
+#[utoipa::path(post, path = "/api/v1/query", tag = "prometheus",
+    request_body(content = QueryForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The result.", body = PromSuccess<QueryData>),
+        (status = 400, description = "Bad or unsupported query or time.", body = PromErrorBody),
+    ))]
+#[allow(dead_code)]
+pub(super) fn instant_query_post() {}
+
+/// `POST /api/v1/query_range`: range query, form-encoded.
+#[utoipa::path(post, path = "/api/v1/query_range", tag = "prometheus",
+    request_body(content = RangeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The result (a matrix).", body = PromSuccess<QueryData>),
+        (status = 400, description = "Bad or unsupported query, bad times or step.", body = PromErrorBody),
+    ))]
+#[allow(dead_code)]
+pub(super) fn range_query_post() {}
+
+/// `POST /api/v1/series`: series matching any `match[]`, form-encoded.
+#[utoipa::path(post, path = "/api/v1/series", tag = "prometheus",
+    request_body(content = MatchForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Label sets.", body = PromSuccess<Vec<BTreeMap<String, String>>>),
+        (status = 400, description = "No or bad `match[]`.", body = PromErrorBody),
+    ))]
+#[allow(dead_code)]
+pub(super) fn series_post() {}
+
+/// `POST /api/v1/labels`: label names, form-encoded.
+#[utoipa::path(post, path = "/api/v1/labels", tag = "prometheus",
+    request_body(content = MatchForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Label names.", body = PromSuccess<Vec<String>>),
+        (status = 400, description = "Bad `match[]`.", body = PromErrorBody),
+    ))]
+#[allow(dead_code)]
+pub(super) fn labels_post() {}
 
 #[cfg(test)]
 mod tests {

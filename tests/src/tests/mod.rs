@@ -3,6 +3,7 @@
 //! mutual-TLS QUIC on loopback.
 
 mod alerts;
+mod api;
 mod checks;
 mod config_errors;
 mod dashboard;
