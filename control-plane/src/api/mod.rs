@@ -11,6 +11,7 @@ mod error;
 mod exposition;
 mod ops;
 mod prom;
+mod reports;
 
 pub use error::ApiError;
 
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ops/alerts", get(alerts::list))
         .route("/ops/alerts/rules", get(alerts::rules))
         .route("/ops/silences", get(alerts::silences))
+        .route("/ops/reports/{period}", get(reports::report))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Viewer),
             require,

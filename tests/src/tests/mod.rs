@@ -1,9 +1,10 @@
-//! End-to-end acceptance tests (telemetry pipeline; health checks and inference metrics). Every
-//! test starts real processes and talks real HTTP and mutual-TLS QUIC on loopback.
+//! End-to-end acceptance tests (telemetry pipeline; health checks and inference metrics; alerts;
+//! the terminal dashboard and reports). Every test starts real processes and talks real HTTP and mutual-TLS QUIC on loopback.
 
 mod alerts;
 mod checks;
 mod config_errors;
+mod dashboard;
 mod examples;
 mod fleet;
 mod hostile;
@@ -12,6 +13,7 @@ mod journal_cap;
 mod outage;
 mod quickstart;
 mod refusals;
+mod reports;
 
 use std::time::Duration;
 
