@@ -589,9 +589,8 @@ mod remote {
                 return ExitCode::from(super::EXIT_USAGE);
             }
         };
-        let body = match runtime()
-            .and_then(|rt| Ok(rt.block_on(remote.get_required(&format!("/ops/reports/{period}")))))
-        {
+        let path = format!("/ops/reports/{period}");
+        let body = match runtime().map(|rt| rt.block_on(remote.get_required(&path))) {
             Ok(Ok(body)) => body,
             Ok(Err(error)) => return remote_failure(&error),
             Err(error) => {

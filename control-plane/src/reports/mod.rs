@@ -31,6 +31,10 @@ pub const DISK_WARN_DAYS: f64 = 30.0;
 /// Disk use above this percentage is flagged (the `DiskFilling` rule's threshold).
 pub const DISK_WARN_PERCENT: f64 = 80.0;
 
+/// A disk forecast needs samples spanning at least this long: a line through a few minutes of
+/// data extrapolates noise into weeks.
+pub const MIN_FIT_SPAN_MS: i64 = 3_600_000;
+
 /// Error and failure rates above this share are flagged (the `HighErrorRate` rule's threshold).
 pub const ERROR_RATE_WARN: f64 = 0.05;
 
@@ -233,7 +237,8 @@ pub struct DiskForecast {
     pub mount: String,
     /// Latest use (%).
     pub usage_percent: f64,
-    /// Growth from the linear fit over the window, in percentage points per day.
+    /// Growth from the linear fit over the window, in percentage points per day; `None` with
+    /// less than [`MIN_FIT_SPAN_MS`] of samples.
     pub growth_percent_per_day: Option<f64>,
     /// Days until 100% at that growth; `None` when not growing.
     pub days_until_full: Option<f64>,
@@ -333,7 +338,7 @@ pub fn compute(source: &dyn SeriesSource, inputs: &Inputs) -> Result<Report, Que
     let w = period.promql();
     let now = inputs.now_ms;
     let before = now - period.window_ms();
-    let eval = |q: &str, t: i64| -> Result<Vec<(BTreeMap<String, String>, f64)>, QueryError> {
+    let eval = |q: &str, t: i64| -> Result<Series, QueryError> {
         vector(query::instant(source, &query::parse(q)?, t)?)
     };
     let both =
@@ -414,8 +419,9 @@ pub fn compute(source: &dyn SeriesSource, inputs: &Inputs) -> Result<Report, Que
                     .copied()
                     .filter(|(_, v)| v.is_finite())
                     .collect();
-                let &(_, latest) = samples.last()?;
-                let fit = linear_fit(&samples, now);
+                let &(last_t, latest) = samples.last()?;
+                let span = last_t - samples.first().map_or(last_t, |s| s.0);
+                let fit = linear_fit(&samples, now).filter(|_| span >= MIN_FIT_SPAN_MS);
                 Some(DiskForecast {
                     host: s.labels.get("host").unwrap_or("").to_owned(),
                     mount: s.labels.get("mount").unwrap_or("").to_owned(),
@@ -487,7 +493,7 @@ pub fn compute(source: &dyn SeriesSource, inputs: &Inputs) -> Result<Report, Que
     let total = |lines: &[CostLine]| lines.iter().map(|l| l.usd).sum::<f64>();
     let previous = group_cost(&window_cost.1);
     let cost = Cost {
-        month_to_date_total_usd: total(&month_to_date),
+        month_to_date_total_usd: total(&month_to_date) + 0.0,
         month_to_date,
         window_total_usd: trend(
             (!window.is_empty()).then(|| total(&window)),
@@ -514,6 +520,7 @@ pub fn compute(source: &dyn SeriesSource, inputs: &Inputs) -> Result<Report, Que
     Ok(report)
 }
 
+/// An instant vector's samples as label maps and values.
 type Series = Vec<(BTreeMap<String, String>, f64)>;
 
 /// An instant vector as label maps and values (NaN, as from 0/0, dropped).
@@ -539,7 +546,7 @@ fn vector(value: Value) -> Result<Series, QueryError> {
 }
 
 /// Values keyed by the given labels (absent labels are empty strings), summed on collision.
-fn by(series: &Series, keys: &[&str]) -> BTreeMap<Vec<String>, f64> {
+fn by(series: &[(BTreeMap<String, String>, f64)], keys: &[&str]) -> BTreeMap<Vec<String>, f64> {
     let mut out = BTreeMap::new();
     for (labels, v) in series {
         let key = keys
@@ -646,7 +653,7 @@ pub fn days_until_full(fit: LinearFit, full: f64) -> Option<f64> {
 
 /// Cost samples summed by provider and model (hosts together), largest first.
 pub fn group_cost(series: &[(BTreeMap<String, String>, f64)]) -> Vec<CostLine> {
-    let mut lines: Vec<CostLine> = by(&series.to_vec(), &["provider", "model"])
+    let mut lines: Vec<CostLine> = by(series, &["provider", "model"])
         .into_iter()
         .map(|(key, usd)| {
             let mut key = key.into_iter();
@@ -654,7 +661,8 @@ pub fn group_cost(series: &[(BTreeMap<String, String>, f64)]) -> Vec<CostLine> {
             CostLine {
                 provider: provider.unwrap_or_else(|| "unknown".into()),
                 model: key.next().unwrap_or_default(),
-                usd,
+                // -0.0 (a counter's reset arithmetic) prints as "-0.00".
+                usd: usd + 0.0,
             }
         })
         .collect();

@@ -346,3 +346,22 @@ fn daily_report_over_memory_series() {
     assert_eq!(text::render(&back), text);
     assert_eq!(back.findings, report.findings);
 }
+
+#[test]
+fn no_disk_forecast_from_minutes_of_data() {
+    let mut s = MemorySeries::new();
+    let now = 10 * DAY_MS;
+    let disk = MemorySeries::labels(&[
+        ("__name__", "aisemble_system_disk_usage_percent"),
+        ("host", "h"),
+        ("mount", "/"),
+    ]);
+    s.append(&disk, now - 10 * 60 * 1000, 50.0);
+    s.append(&disk, now, 60.0);
+    let report = compute(&s, &inputs(now)).expect("report");
+    let [d] = report.disks.as_slice() else {
+        panic!("one disk: {:?}", report.disks)
+    };
+    assert_eq!((d.growth_percent_per_day, d.days_until_full), (None, None));
+    assert!(text::render(&report).contains("no forecast"));
+}

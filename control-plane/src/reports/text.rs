@@ -89,15 +89,16 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
         writeln!(out, "  no disk data in the window")?;
     }
     for d in &r.disks {
+        let forecast = match (d.growth_percent_per_day, d.days_until_full) {
+            (None, _) => "no forecast (needs an hour of samples)".to_owned(),
+            (Some(g), None) => format!("{g:+.2} pt/day  not filling"),
+            (Some(g), Some(days)) => format!("{g:+.2} pt/day  full in {days:.1} days"),
+        };
         writeln!(
             out,
-            "  {:<32} {:>5.1}%  {}  {}",
+            "  {:<32} {:>5.1}%  {forecast}",
             format!("{}:{}", d.host, d.mount),
             d.usage_percent,
-            d.growth_percent_per_day
-                .map_or("growth n/a".to_owned(), |g| format!("{g:+.2} pt/day")),
-            d.days_until_full
-                .map_or("not filling".to_owned(), |d| format!("full in {d:.1} days"))
         )?;
     }
 

@@ -111,7 +111,8 @@ pub fn assess(snapshot: &Snapshot) -> Assessment {
         };
         reasons.push((level, alert_line(alert)));
     }
-    reasons.sort_by(|a, b| b.0.cmp(&a.0));
+    // Stable: within a level, findings keep their order (hosts, components, alerts).
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     Assessment {
         level: reasons.first().map_or(Level::Healthy, |r| r.0),
         reasons,
