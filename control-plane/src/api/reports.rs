@@ -77,17 +77,25 @@ pub(super) async fn report(
     let store = state.store.clone();
     let now = now_ms();
     let report = tokio::task::spawn_blocking(move || {
-        let certificates = pki
-            .list()
-            .map_err(ApiError::internal)?
-            .into_iter()
-            .filter(|c| c.revoked_at.is_none())
-            .map(|c| CertificateInput {
-                name: c.name.as_str().to_owned(),
-                serial_hex: c.serial_hex,
-                not_after_ms: ms(c.not_after),
-            })
-            .collect();
+        // The control plane's own CA and server certificates expire too, and matter most.
+        let mut certificates: Vec<CertificateInput> = [
+            ("control plane CA", Some(pki.ca_der())),
+            ("control plane server", pki.server_chain().first()),
+        ]
+        .into_iter()
+        .filter_map(|(name, der)| own_certificate(name, der?))
+        .collect();
+        certificates.extend(
+            pki.list()
+                .map_err(ApiError::internal)?
+                .into_iter()
+                .filter(|c| c.revoked_at.is_none())
+                .map(|c| CertificateInput {
+                    name: c.name.as_str().to_owned(),
+                    serial_hex: c.serial_hex,
+                    not_after_ms: ms(c.not_after),
+                }),
+        );
         let inputs = Inputs {
             period,
             now_ms: now,
@@ -101,6 +109,24 @@ pub(super) async fn report(
     .await
     .map_err(ApiError::internal)?;
     Ok(Json(report?))
+}
+
+/// One of the control plane's own certificates; `None` if it does not parse (it was loaded and
+/// used at start, so that would be a bug elsewhere, not a reason to fail the report).
+fn own_certificate(name: &str, der: &[u8]) -> Option<CertificateInput> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(CertificateInput {
+        name: name.to_owned(),
+        // As the index writes serials: without leading zero bytes.
+        serial_hex: hex::encode(
+            cert.raw_serial()
+                .iter()
+                .skip_while(|b| **b == 0)
+                .copied()
+                .collect::<Vec<u8>>(),
+        ),
+        not_after_ms: cert.validity().not_after.timestamp().saturating_mul(1000),
+    })
 }
 
 fn ms(time: SystemTime) -> i64 {

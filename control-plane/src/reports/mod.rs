@@ -169,7 +169,8 @@ pub struct Report {
     pub backups: Backups,
     /// Security alerts and refused connections.
     pub security: Security,
-    /// Certificate expiry, soonest first.
+    /// Certificate expiry (the control plane's CA and server certificates, every unrevoked agent
+    /// certificate), soonest first.
     pub certificates: Vec<CertificateExpiry>,
     /// Inference cost.
     pub cost: Cost,

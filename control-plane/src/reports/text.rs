@@ -144,10 +144,7 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
         )?;
     }
 
-    writeln!(
-        out,
-        "\nCertificates (agent certificates, soonest expiry first):"
-    )?;
+    writeln!(out, "\nCertificates (soonest expiry first):")?;
     if r.certificates.is_empty() {
         writeln!(out, "  none issued")?;
     }

@@ -93,6 +93,11 @@ async fn daily_report_from_live_data() {
     assert_eq!(cert["status"], "ok", "{cert}");
     assert!(cert["days_left"].as_f64().unwrap_or(0.0) > 360.0, "{cert}");
 
+    for own in ["control plane CA", "control plane server"] {
+        let cert = find(&report["certificates"], "name", own);
+        assert_eq!(cert["status"], "ok", "{cert}");
+    }
+
     assert_eq!(report["backups"]["available"], false);
     let cost = find(&report["cost"]["window"], "model", "gpt-4o");
     assert_eq!(cost["provider"], "openai");
