@@ -32,7 +32,9 @@ pub enum RemoteError {
         reason: String,
     },
     /// 401 or 403: the token is missing, unknown or lacks the role.
-    #[error("token refused by the control plane ({status}): {message}")]
+    #[error(
+        "token refused by the control plane ({status}): {message} (give a viewer token with --token or AISEMBLE_TOKEN)"
+    )]
     Refused {
         /// HTTP status.
         status: u16,
