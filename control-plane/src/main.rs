@@ -16,6 +16,9 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 /// Exit code for an unusable config (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
+/// Exit code for bad arguments of the remote commands (sysexits EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
 #[derive(Parser, Debug)]
 #[command(name = "aisemble-cp", version, about = "Ai-semble Ops control plane")]
 struct Cli {
@@ -72,6 +75,65 @@ enum Command {
         /// Config file.
         file: PathBuf,
     },
+    /// Terminal dashboard of a running control plane, or (`--mode status`) a one-shot summary
+    /// for scripts: exit 0 healthy, 1 warning, 2 critical, 3 unreachable or token refused.
+    Dashboard(DashboardArgs),
+    /// Print a daily, weekly or monthly operations report from a running control plane
+    /// (exit 3 when unreachable or the token is refused).
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct RemoteArgs {
+    /// The control plane's HTTP API.
+    #[arg(long, default_value = aisemble_control_plane::remote::DEFAULT_URL)]
+    url: String,
+    /// API token (viewer role is enough).
+    #[arg(long, env = aisemble_control_plane::remote::ENV_TOKEN, hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DashboardArgs {
+    /// `dashboard`: interactive terminal UI; `status`: one plain-text summary and an exit code.
+    #[arg(long, value_enum, default_value_t = DashboardMode::Dashboard)]
+    mode: DashboardMode,
+    /// How often the interactive UI refreshes.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    refresh: std::time::Duration,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DashboardMode {
+    Dashboard,
+    Status,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ReportArgs {
+    /// Report period.
+    #[arg(value_enum)]
+    period: ReportPeriod,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ReportPeriod {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,8 +215,24 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `dashboard --mode status` exits 1 and 2 for fleet states, so its usage errors must not
+        // use clap's 2: they get sysexits' EX_USAGE, as STYLE asks.
+        Err(error)
+            if error.use_stderr()
+                && std::env::args()
+                    .nth(1)
+                    .is_some_and(|c| c == "dashboard" || c == "report") =>
+        {
+            let _ = error.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(error) => error.exit(),
+    };
     match cli.command {
+        Command::Dashboard(args) => remote::dashboard(args),
+        Command::Report(args) => remote::report(args),
         Command::Serve(args) => run_server(args, false),
         Command::Quickstart(args) => run_server(args, true),
         Command::CheckConfig { file } => match Settings::load(Some(&file), &Overrides::default()) {
@@ -430,5 +508,122 @@ fn init_tracing(format: LogFormat) {
         registry
             .with(fmt::layer().with_writer(std::io::stderr))
             .init();
+    }
+}
+
+/// `dashboard` and `report`: the commands that talk to a running control plane's API.
+mod remote {
+    use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
+
+    use aisemble_control_plane::{
+        remote::{Remote, RemoteError},
+        reports::{self, Report},
+        store::now_ms,
+        tui::{self, app::AppError, status},
+    };
+    use anyhow::Context as _;
+
+    use super::{DashboardArgs, DashboardMode, ReportArgs, ReportFormat, ReportPeriod};
+
+    /// Each request's timeout: a hung control plane is reported, not waited for.
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")
+    }
+
+    /// Unreachable, token refused, or an answer that does not tell the fleet's state: UNKNOWN
+    /// (3) for scripts, distinct from the fleet's own 1 and 2.
+    fn remote_failure(error: &RemoteError) -> ExitCode {
+        eprintln!("error: {error}");
+        ExitCode::from(status::EXIT_UNKNOWN)
+    }
+
+    pub(super) fn dashboard(args: DashboardArgs) -> ExitCode {
+        let remote = match Remote::new(&args.remote.url, args.remote.token, TIMEOUT) {
+            Ok(remote) => remote,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(super::EXIT_USAGE);
+            }
+        };
+        let runtime = match runtime() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match args.mode {
+            DashboardMode::Status => match runtime.block_on(tui::fetch(&remote, now_ms())) {
+                Ok(snapshot) => {
+                    let assessment = status::assess(&snapshot);
+                    print!("{}", status::summary(&snapshot, &assessment));
+                    ExitCode::from(assessment.level.exit_code())
+                }
+                Err(error) => remote_failure(&error),
+            },
+            DashboardMode::Dashboard => {
+                if !std::io::stdout().is_terminal() {
+                    eprintln!(
+                        "error: the interactive dashboard needs a terminal; use --mode status for scripts"
+                    );
+                    return ExitCode::from(super::EXIT_USAGE);
+                }
+                match runtime.block_on(tui::app::run(remote, args.refresh)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(AppError::Remote(error)) => remote_failure(&error),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn report(args: ReportArgs) -> ExitCode {
+        let period = match args.period {
+            ReportPeriod::Daily => "daily",
+            ReportPeriod::Weekly => "weekly",
+            ReportPeriod::Monthly => "monthly",
+        };
+        let remote = match Remote::new(&args.remote.url, args.remote.token, TIMEOUT) {
+            Ok(remote) => remote,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(super::EXIT_USAGE);
+            }
+        };
+        let path = format!("/ops/reports/{period}");
+        let body = match runtime().map(|rt| rt.block_on(remote.get_required(&path))) {
+            Ok(Ok(body)) => body,
+            Ok(Err(error)) => return remote_failure(&error),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let text = match args.format {
+            ReportFormat::Json => {
+                serde_json::to_string_pretty(&body).context("formatting the report")
+            }
+            ReportFormat::Text => serde_json::from_value::<Report>(body)
+                .context("reading the report (is the control plane another version?)")
+                .map(|report| reports::text::render(&report)),
+        };
+        match text {
+            Ok(text) => {
+                println!("{}", text.trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ mod openapi;
 mod ops;
 mod prom;
 mod ratelimit;
+mod reports;
 mod schema;
 pub mod tls;
 
@@ -191,6 +192,7 @@ fn routes(metrics_require_token: bool) -> Vec<Route> {
         route(viewer, "GET", "/ops/alerts", alerts::list),
         route(viewer, "GET", "/ops/alerts/rules", alerts::rules),
         route(viewer, "GET", "/ops/silences", alerts::silences),
+        route(viewer, "GET", "/ops/reports/{period}", reports::report),
         route(
             operator,
             "POST",

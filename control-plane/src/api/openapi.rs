@@ -27,7 +27,7 @@ use utoipa::{
 use super::{
     Access, alerts,
     error::{ErrorBody, ErrorDetail},
-    ops, prom, schema,
+    ops, prom, reports, schema,
 };
 
 #[derive(OpenApi)]
@@ -72,6 +72,7 @@ use super::{
         alerts::silences,
         alerts::post_silence,
         alerts::delete_silence,
+        reports::report,
     ),
     components(schemas(ErrorBody, ErrorDetail, alerts::RuleProblem, schema::EventDoc)),
     tags(

@@ -118,6 +118,7 @@ fn matrix() -> Vec<Row> {
         row("GET", "/openapi.json", "/openapi.json", None, 200),
         row("GET", "/metrics", "/metrics", None, 200),
         row("GET", "/", "/", None, 200),
+        row("GET", "/assets/{file}", "/assets/app.js", None, 200),
         row("GET", "/ops/status", "/ops/status", VIEWER, 200),
         row("GET", "/ops/agents", "/ops/agents", VIEWER, 200),
         row(
@@ -201,6 +202,13 @@ fn matrix() -> Vec<Row> {
         row("GET", "/ops/alerts", "/ops/alerts", VIEWER, 200),
         row("GET", "/ops/alerts/rules", "/ops/alerts/rules", VIEWER, 200),
         row("GET", "/ops/silences", "/ops/silences", VIEWER, 200),
+        row(
+            "GET",
+            "/ops/reports/{period}",
+            "/ops/reports/daily",
+            VIEWER,
+            200,
+        ),
         row(
             "POST",
             "/ops/monitoring/stop",

@@ -1,6 +1,6 @@
 //! End-to-end acceptance tests (telemetry pipeline; health checks and inference metrics; alerting;
-//! the web dashboard in a real browser). Every test starts real processes and talks real HTTP and
-//! mutual-TLS QUIC on loopback.
+//! the web dashboard in a real browser; the terminal dashboard and reports; the API's contract).
+//! Every test starts real processes and talks real HTTP and mutual-TLS QUIC on loopback.
 
 mod alerts;
 mod api;
@@ -16,6 +16,8 @@ mod monitoring;
 mod outage;
 mod quickstart;
 mod refusals;
+mod reports;
+mod tui;
 
 use std::time::Duration;
 
