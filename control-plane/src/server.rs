@@ -156,6 +156,7 @@ impl ControlPlane {
             started,
             command_ids: Arc::new(AtomicU64::new(0)),
             alerting,
+            status_cache: Arc::default(),
         };
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();

@@ -83,6 +83,8 @@ pub struct AppState {
     pub command_ids: Arc<AtomicU64>,
     /// Rules, alerts, silences, routing.
     pub alerting: Alerting,
+    /// The fleet-wide figures behind `/ops/status`.
+    pub(crate) status_cache: Arc<ops::StatusCache>,
 }
 
 impl AppState {

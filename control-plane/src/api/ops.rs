@@ -6,7 +6,14 @@
 //! what is sent. Their fields are in alphabetical order: the bodies were built with `json!`
 //! (sorted keys) before, and stay byte for byte the same.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json,
@@ -153,6 +160,71 @@ pub(super) struct HostDetails {
     events: Vec<StoredEvent>,
     #[schema(value_type = ViewsDoc)]
     views: Views,
+}
+
+/// The fleet-wide checks and views behind `/ops/status`, computed off the request path.
+///
+/// Computing them reads every series of the window (a second or more for 1,000 hosts), so
+/// requests are served the latest result while one refresh at a time runs in the background
+/// (stale-while-revalidate): a result is refreshed once it is [`REFRESH_AFTER`] old and served
+/// until it is [`SERVE_AT_MOST`] old. Other windows than the default are computed per request.
+#[derive(Debug, Default)]
+pub(crate) struct StatusCache {
+    latest: Mutex<Option<(Instant, Arc<HostDetails>)>>,
+    refreshing: AtomicBool,
+}
+
+/// Age at which the cached fleet details are recomputed in the background.
+const REFRESH_AFTER: Duration = Duration::from_secs(2);
+/// Age beyond which a request waits for fresh fleet details rather than be served old ones.
+const SERVE_AT_MOST: Duration = Duration::from_secs(30);
+
+impl StatusCache {
+    fn cached(&self) -> Option<(Instant, Arc<HostDetails>)> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn store(&self, details: &Arc<HostDetails>) {
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), Arc::clone(details)));
+    }
+
+    async fn fleet_details(
+        self: &Arc<Self>,
+        store: &Store,
+        window: i64,
+    ) -> Result<Arc<HostDetails>, ApiError> {
+        let compute = move |store: Store| async move {
+            tokio::task::spawn_blocking(move || host_details(&store, None, window))
+                .await
+                .map_err(ApiError::internal)?
+                .map(Arc::new)
+        };
+        if window != views::DEFAULT_WINDOW_MS {
+            return compute(store.clone()).await;
+        }
+        if let Some((at, details)) = self.cached()
+            && at.elapsed() < SERVE_AT_MOST
+        {
+            if at.elapsed() >= REFRESH_AFTER && !self.refreshing.swap(true, Ordering::AcqRel) {
+                let (cache, store) = (Arc::clone(self), store.clone());
+                tokio::spawn(async move {
+                    match compute(store).await {
+                        Ok(fresh) => cache.store(&fresh),
+                        Err(error) => tracing::warn!(?error, "Cannot refresh the fleet status."),
+                    }
+                    cache.refreshing.store(false, Ordering::Release);
+                });
+            }
+            return Ok(details);
+        }
+        let fresh = compute(store.clone()).await?;
+        self.store(&fresh);
+        Ok(fresh)
+    }
 }
 
 /// Latest CPU %, memory % and fullest disk % of an agent, from the head.
@@ -440,11 +512,7 @@ pub(super) async fn health_comprehensive(
     .await
     .unwrap_or_default();
     drop(events);
-    let commit_errors = state
-        .store
-        .counters()
-        .commit_errors
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let commit_errors = state.store.counters().commit_errors.load(Ordering::Relaxed);
     let component = |status| ComponentHealth {
         connected_agents: None,
         reason: None,
@@ -616,10 +684,10 @@ pub(super) async fn status(
     Query(params): Query<WindowParams>,
 ) -> Result<Json<FleetStatus>, ApiError> {
     let window = window_ms(&params)?;
-    let store = state.store.clone();
-    let details = tokio::task::spawn_blocking(move || host_details(&store, None, window))
-        .await
-        .map_err(ApiError::internal)??;
+    let details = state
+        .status_cache
+        .fleet_details(&state.store, window)
+        .await?;
     let agents = state.registry.list();
     let connected = agents.iter().filter(|a| a.connected).count();
     let latest = |metric: &str| -> Vec<f64> {
@@ -631,7 +699,7 @@ pub(super) async fn status(
             .collect()
     };
     let telemetry = &state.telemetry;
-    let HostDetails { checks, views, .. } = details;
+    let (checks, views) = (details.checks.clone(), details.views.clone());
     let total_checks = checks.len();
     let down: Vec<CheckView> = checks.into_iter().filter(|c| !c.up).collect();
     let status = if (agents.is_empty() || connected == agents.len()) && down.is_empty() {
