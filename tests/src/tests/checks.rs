@@ -232,8 +232,16 @@ timeout = "{TIMEOUT_MS}ms"
             .any(|r| r.as_str().is_some_and(|r| r.contains("cache")))),
         "{host}"
     );
-    let (_, status) = api.get("/ops/status").await.expect("status");
-    assert_eq!(status["checks"]["down"][0]["check"], "cache", "{status}");
+    // The fleet figures are refreshed in the background: wait for this change to show.
+    wait::until(
+        Duration::from_secs(15),
+        "the fleet status shows cache down",
+        || async {
+            let (_, status) = api.get("/ops/status").await.ok()?;
+            (status["checks"]["down"][0]["check"] == "cache").then_some(())
+        },
+    )
+    .await;
 
     // Restart it: back up, with an up event.
     let _own = OwnRedis::start(port);

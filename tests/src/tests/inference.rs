@@ -301,11 +301,20 @@ listen = "127.0.0.1:{push_port}"
         (lower..=upper).contains(&promql_p95),
         "PromQL p95 {promql_p95} outside ({lower}, {upper}]"
     );
-    let (_, status) = api.get("/ops/status").await.expect("status");
-    assert!(
-        status["models"].as_array().is_some_and(|m| m
-            .iter()
-            .any(|m| m["model"] == "chat-small" && m["inferences"] == 10_000.0)),
-        "fleet-wide view: {status}"
-    );
+    // The fleet figures are refreshed in the background: wait for the last events to show.
+    wait::until(
+        Duration::from_secs(15),
+        "the fleet-wide view counts 10,000 inferences",
+        || async {
+            let (_, status) = api.get("/ops/status").await.ok()?;
+            status["models"]
+                .as_array()
+                .is_some_and(|m| {
+                    m.iter()
+                        .any(|m| m["model"] == "chat-small" && m["inferences"] == 10_000.0)
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
