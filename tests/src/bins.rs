@@ -22,13 +22,16 @@ pub struct Binaries {
 pub fn binaries() -> &'static Binaries {
     static BINARIES: OnceLock<Binaries> = OnceLock::new();
     BINARIES.get_or_init(|| {
-        // target/<profile>/deps/<test binary> → target/<profile>
+        // target/<profile>/deps/<test binary> → target/<profile>; a bench binary such as
+        // alertbench runs from target/<profile>/ itself.
         let exe = std::env::current_exe().expect("current test executable");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile> directory")
-            .to_owned();
+        let parent = exe.parent().expect("the executable's directory");
+        let profile_dir = if parent.file_name().is_some_and(|n| n == "deps") {
+            parent.parent().expect("target/<profile> directory")
+        } else {
+            parent
+        }
+        .to_owned();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
