@@ -1,10 +1,6 @@
 //! Locating (and building once) the binaries under test.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    sync::OnceLock,
-};
+use std::{path::PathBuf, process::Command, sync::OnceLock};
 
 /// Paths of the two binaries, built by `cargo build` once per test process.
 #[derive(Debug, Clone)]
