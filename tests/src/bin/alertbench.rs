@@ -306,7 +306,7 @@ async fn prometheus(
             .spawn()
             .context("starting prometheus (Debian package prometheus)")?,
     );
-    let client = reqwest::Client::new();
+    let client = integration_tests::http::client();
     for url in [
         format!("http://127.0.0.1:{prom_port}/-/ready"),
         format!("http://127.0.0.1:{am_port}/-/ready"),
