@@ -182,11 +182,13 @@ timeout = "{TIMEOUT_MS}ms"
     // Stop the test-owned Redis: down within one interval plus the timeout.
     own.stop();
     let stopped_at = now_ms();
+    // The result sample and the state-change event are separate records: wait for both.
     let down = wait::until(Duration::from_secs(15), "cache down", || async {
         let agent = record(&api, "db-host").await?;
-        check(&agent, "cache")
-            .is_some_and(|c| c["up"] == false)
-            .then_some(agent)
+        let event = events(&agent, "cache")
+            .into_iter()
+            .any(|e| e["event"]["CheckStateChanged"]["up"] == false);
+        (event && check(&agent, "cache").is_some_and(|c| c["up"] == false)).then_some(agent)
     })
     .await;
     let event = events(&down, "cache")
@@ -247,9 +249,10 @@ timeout = "{TIMEOUT_MS}ms"
     let _own = OwnRedis::start(port);
     let up = wait::until(Duration::from_secs(15), "cache up again", || async {
         let agent = record(&api, "db-host").await?;
-        check(&agent, "cache")
-            .is_some_and(|c| c["up"] == true)
-            .then_some(agent)
+        let event = events(&agent, "cache")
+            .first()
+            .is_some_and(|e| e["event"]["CheckStateChanged"]["up"] == true);
+        (event && check(&agent, "cache").is_some_and(|c| c["up"] == true)).then_some(agent)
     })
     .await;
     let latest = events(&up, "cache")[0]["event"]["CheckStateChanged"].clone();
