@@ -21,12 +21,7 @@ fn mutating(method: &Method, path: &str) -> bool {
 pub(super) async fn record(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let request_id = super::request_id_of(request.headers()).to_owned();
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let refused = matches!(status, 401 | 403);

@@ -175,12 +175,7 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 /// JSON (axum's rejections of bad query strings and paths, 405, the body limit's 413, the
 /// timeout's 503) into the same format. Headers of the original response are kept.
 pub(super) async fn render(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let request_id = super::request_id_of(request.headers()).to_owned();
     let response = next.run(request).await;
     let error = response.extensions().get::<ApiError>().cloned();
     let is_json = response

@@ -227,6 +227,14 @@ pub fn access_table(metrics_require_token: bool) -> Vec<(&'static str, &'static 
         .collect()
 }
 
+/// The request's `X-Request-ID` (set by the outermost layer when the client sent none), or "".
+fn request_id_of(headers: &http::HeaderMap) -> &str {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let document = openapi::Rendered::new(&access_table(state.metrics_require_token));
@@ -277,7 +285,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(error::render))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let id = request_id_of(request.headers());
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -182,6 +182,28 @@ impl Browser {
         path
     }
 
+    /// Replaces the text of the input at `css` with `text`.
+    async fn type_into(&self, css: &str, text: &str) {
+        let input = self
+            .client()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        input.clear().await.expect("clear");
+        input.send_keys(text).await.expect("typing");
+    }
+
+    /// Clicks the element at `css` as a user would.
+    async fn click(&self, css: &str) {
+        self.client()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .expect("click");
+    }
+
     async fn sign_in(&self, token: &str) {
         self.until(
             Duration::from_secs(20),
@@ -189,20 +211,8 @@ impl Browser {
             "return !document.querySelector('#login').hidden",
         )
         .await;
-        let input = self
-            .client()
-            .find(Locator::Css("#token-input"))
-            .await
-            .expect("token input");
-        input.clear().await.expect("clear");
-        input.send_keys(token).await.expect("typing the token");
-        self.client()
-            .find(Locator::Css("#login-submit"))
-            .await
-            .expect("sign-in button")
-            .click()
-            .await
-            .expect("click");
+        self.type_into("#token-input", token).await;
+        self.click("#login-submit").await;
         self.until(
             Duration::from_secs(20),
             "signed in",
@@ -349,13 +359,7 @@ async fn operator_dashboard_in_a_real_browser() {
 
     // To the alerts view, by the navigation (no page load): nothing firing yet.
     browser.js("window.__noReloadMark = 42; return true").await;
-    client
-        .find(Locator::Css("nav a[data-route='alerts']"))
-        .await
-        .expect("alerts link")
-        .click()
-        .await
-        .expect("click");
+    browser.click("nav a[data-route='alerts']").await;
     browser
         .until(
             Duration::from_secs(20),
@@ -459,13 +463,7 @@ async fn operator_dashboard_in_a_real_browser() {
         .find_map(|l| l.split_whitespace().find(|w| w.starts_with("asb_")))
         .expect("a viewer token")
         .to_owned();
-    client
-        .find(Locator::Css("#logout"))
-        .await
-        .expect("sign-out button")
-        .click()
-        .await
-        .expect("click");
+    browser.click("#logout").await;
     // The server picks up new tokens within a second; retry the sign-in until it does.
     wait::until(
         Duration::from_secs(10),
@@ -590,13 +588,7 @@ async fn operator_dashboard_in_a_real_browser() {
 impl Browser {
     /// Signs in; whether the page accepted the token.
     async fn try_sign_in(&self, token: &str) -> bool {
-        let input = self
-            .client()
-            .find(Locator::Css("#token-input"))
-            .await
-            .expect("token input");
-        input.clear().await.expect("clear");
-        input.send_keys(token).await.expect("typing the token");
+        self.type_into("#token-input", token).await;
         self.js("document.querySelector('#login-submit').click(); return true")
             .await;
         wait::until(Duration::from_secs(10), "the sign-in answer", || async {
@@ -641,20 +633,8 @@ impl Browser {
             "return document.querySelector('#silence-dialog').open",
         )
         .await;
-        let input = self
-            .client()
-            .find(Locator::Css("#silence-author"))
-            .await
-            .expect("author input");
-        input.clear().await.expect("clear");
-        input.send_keys(author).await.expect("typing");
-        self.client()
-            .find(Locator::Css("#silence-submit"))
-            .await
-            .expect("submit")
-            .click()
-            .await
-            .expect("click");
+        self.type_into("#silence-author", author).await;
+        self.click("#silence-submit").await;
     }
 }
 
