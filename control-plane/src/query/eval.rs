@@ -8,7 +8,10 @@
 //! matching with `on`/`ignoring`. What is not listed in [`SUPPORTED_FUNCTIONS`] and
 //! [`SUPPORTED_AGGREGATIONS`] is refused when parsing, never answered wrongly.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use aisemble_shared::metrics::METRIC_NAME_LABEL;
 use promql_parser::parser::{
@@ -65,14 +68,91 @@ pub const SUPPORTED_OPERATORS: &[&str] = &[
     "+", "-", "*", "/", "%", "^", "==", "!=", ">", "<", ">=", "<=", "and", "or", "unless",
 ];
 
-/// Each series' labels and its samples in a range selector's window.
-type Windows = Vec<(Labels, Vec<(i64, f64)>)>;
+/// One selector's series over an evaluator's time range, as selected from the source.
+#[derive(Debug)]
+pub struct Selection {
+    series: Vec<SeriesSamples>,
+    /// Per series: whether it holds a staleness marker (range selectors must then skip them).
+    has_stale_markers: Vec<bool>,
+    /// Each series' labels without the metric name, and whether they are still unique: computed
+    /// on first use, since `rate`, `*_over_time` and arithmetic drop the name of every series.
+    without_name: OnceLock<(Vec<Labels>, bool)>,
+}
+
+impl Selection {
+    fn new(series: Vec<SeriesSamples>) -> Self {
+        let has_stale_markers = series
+            .iter()
+            .map(|s| s.samples.iter().any(|(_, v)| is_stale_marker(*v)))
+            .collect();
+        Self {
+            series,
+            has_stale_markers,
+            without_name: OnceLock::new(),
+        }
+    }
+
+    fn without_name(&self) -> &(Vec<Labels>, bool) {
+        self.without_name.get_or_init(|| {
+            let dropped: Vec<Labels> = self.series.iter().map(|s| drop_name(&s.labels)).collect();
+            let mut sorted: Vec<&Labels> = dropped.iter().collect();
+            sorted.sort_unstable();
+            let unique = sorted.windows(2).all(|w| w[0] != w[1]);
+            (dropped, unique)
+        })
+    }
+}
+
+/// The samples of each selected series in a range selector's window, borrowed from the
+/// selection; copied only for the rare window holding staleness markers (which range
+/// selectors skip).
+struct Windows {
+    selection: Arc<Selection>,
+    windows: Vec<(usize, Window)>,
+}
+
+enum Window {
+    Borrowed(std::ops::Range<usize>),
+    Filtered(Vec<(i64, f64)>),
+}
+
+impl Windows {
+    fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// Each non-empty window: its series' index in the selection, and its samples.
+    fn iter(&self) -> impl Iterator<Item = (usize, &[(i64, f64)])> {
+        self.windows.iter().map(|(i, window)| {
+            let samples = match window {
+                Window::Borrowed(range) => &self.selection.series[*i].samples[range.clone()],
+                Window::Filtered(samples) => samples.as_slice(),
+            };
+            (*i, samples)
+        })
+    }
+
+    fn labels(&self, i: usize) -> &Labels {
+        &self.selection.series[i].labels
+    }
+
+    /// Series `i`'s labels without the metric name.
+    fn labels_without_name(&self, i: usize) -> &Labels {
+        &self.selection.without_name().0[i]
+    }
+
+    /// Whether the series' labels stay unique once the metric name is dropped (so a function's
+    /// output over these windows needs no duplicate check).
+    fn unique_without_name(&self) -> bool {
+        self.selection.without_name().1
+    }
+}
 
 /// Selections already made for one time range, by selector and window: shared by the steps of a
 /// range query, and by the rules evaluated at one instant (many rules read the same series).
 #[derive(Debug, Default)]
 pub struct SelectionCache {
-    entries: HashMap<String, (Option<String>, Arc<Vec<SeriesSamples>>)>,
+    entries: HashMap<String, (Option<String>, Arc<Selection>)>,
 }
 
 impl SelectionCache {
@@ -134,7 +214,7 @@ impl<'s> Evaluator<'s> {
         &mut self,
         selector: &VectorSelector,
         window: i64,
-    ) -> Result<Arc<Vec<SeriesSamples>>, QueryError> {
+    ) -> Result<Arc<Selection>, QueryError> {
         let key = format!("{selector}\u{0}{window}");
         if let Some((_, found)) = self.cache.entries.get(&key) {
             return Ok(Arc::clone(found));
@@ -143,7 +223,12 @@ impl<'s> Evaluator<'s> {
         let b = effective_time(selector, self.end, self.start, self.end);
         // Staleness markers stay: an instant selector whose latest sample is one finds nothing;
         // range selectors skip them.
-        let series = Arc::new(select(self.store, selector, a.min(b) - window, a.max(b))?);
+        let series = Arc::new(Selection::new(select(
+            self.store,
+            selector,
+            a.min(b) - window,
+            a.max(b),
+        )?));
         self.cache
             .entries
             .insert(key, (selector.name.clone(), Arc::clone(&series)));
@@ -157,12 +242,18 @@ impl<'s> Evaluator<'s> {
             Expr::NumberLiteral(number) => Ok(Value::Scalar(t, number.val)),
             Expr::StringLiteral(string) => Ok(Value::String(t, string.val.clone())),
             Expr::VectorSelector(selector) => self.vector_selector(selector, t),
-            Expr::MatrixSelector(matrix) => Ok(Value::Matrix(
-                self.matrix(matrix, t)?
-                    .into_iter()
-                    .map(|(labels, samples)| SeriesSamples { labels, samples })
-                    .collect(),
-            )),
+            Expr::MatrixSelector(matrix) => {
+                let windows = self.matrix(matrix, t)?;
+                Ok(Value::Matrix(
+                    windows
+                        .iter()
+                        .map(|(i, samples)| SeriesSamples {
+                            labels: windows.labels(i).clone(),
+                            samples: samples.to_vec(),
+                        })
+                        .collect(),
+                ))
+            }
             Expr::Unary(unary) => match self.eval(&unary.expr, t)? {
                 Value::Scalar(t, v) => Ok(Value::Scalar(t, -v)),
                 Value::Vector(samples) => unique(
@@ -192,9 +283,10 @@ impl<'s> Evaluator<'s> {
         let at = effective_time(selector, t, self.start, self.end);
         Ok(Value::Vector(
             series
+                .series
                 .iter()
                 .filter_map(|s| {
-                    let idx = s.samples.partition_point(|(st, _)| *st <= at);
+                    let (_, idx) = window_bounds(&s.samples, i64::MIN, at);
                     let (st, v) = *s.samples.get(idx.checked_sub(1)?)?;
                     (st >= at - lookback && !is_stale_marker(v)).then(|| InstantSample {
                         labels: s.labels.clone(),
@@ -209,26 +301,28 @@ impl<'s> Evaluator<'s> {
     /// Samples of each series in `[at - range, at]`.
     fn matrix(&mut self, matrix: &MatrixSelector, t: i64) -> Result<Windows, QueryError> {
         let range = duration_ms(matrix.range);
-        let series = self.series(&matrix.vs, range)?;
+        let selection = self.series(&matrix.vs, range)?;
         let at = effective_time(&matrix.vs, t, self.start, self.end);
-        Ok(series
+        let windows = selection
+            .series
             .iter()
-            .filter_map(|s| {
-                let from = s.samples.partition_point(|(st, _)| *st < at - range);
-                let to = s.samples.partition_point(|(st, _)| *st <= at);
-                let window = &s.samples[from..to];
-                let samples: Vec<(i64, f64)> = if window.iter().any(|(_, v)| is_stale_marker(*v)) {
-                    window
+            .zip(&selection.has_stale_markers)
+            .enumerate()
+            .filter_map(|(i, (s, &stale))| {
+                let (from, to) = window_bounds(&s.samples, at - range, at);
+                if stale {
+                    let kept: Vec<(i64, f64)> = s.samples[from..to]
                         .iter()
                         .filter(|(_, v)| !is_stale_marker(*v))
                         .copied()
-                        .collect()
+                        .collect();
+                    (!kept.is_empty()).then_some((i, Window::Filtered(kept)))
                 } else {
-                    window.to_vec()
-                };
-                (!samples.is_empty()).then(|| (s.labels.clone(), samples))
+                    (from < to).then_some((i, Window::Borrowed(from..to)))
+                }
             })
-            .collect())
+            .collect();
+        Ok(Windows { selection, windows })
     }
 
     fn vector_arg(&mut self, expr: &Expr, t: i64) -> Result<Vec<InstantSample>, QueryError> {
@@ -308,10 +402,10 @@ impl<'s> Evaluator<'s> {
                 }
             }
             "present_over_time" | "changes" | "resets" => {
-                let (series, _) = self.matrix_arg(arg(0)?, t)?;
-                series
-                    .into_iter()
-                    .map(|(labels, samples)| {
+                let (windows, _) = self.matrix_arg(arg(0)?, t)?;
+                let out = windows
+                    .iter()
+                    .map(|(i, samples)| {
                         let v = match name {
                             "present_over_time" => 1.0,
                             "changes" => samples
@@ -323,12 +417,13 @@ impl<'s> Evaluator<'s> {
                             _ => samples.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64,
                         };
                         InstantSample {
-                            labels: drop_name(&labels),
+                            labels: windows.labels_without_name(i).clone(),
                             t,
                             v,
                         }
                     })
-                    .collect()
+                    .collect();
+                return checked_unique(out, windows.unique_without_name());
             }
             "round" => {
                 let vector = self.vector_arg(arg(0)?, t)?;
@@ -365,32 +460,33 @@ impl<'s> Evaluator<'s> {
                 }
             }
             "rate" | "increase" | "delta" | "irate" | "idelta" => {
-                let (series, range) = self.matrix_arg(arg(0)?, t)?;
+                let (windows, range) = self.matrix_arg(arg(0)?, t)?;
                 let at = match arg(0)? {
                     Expr::MatrixSelector(m) => effective_time(&m.vs, t, self.start, self.end),
                     _ => t,
                 };
-                series
-                    .into_iter()
-                    .filter_map(|(labels, samples)| {
+                let out = windows
+                    .iter()
+                    .filter_map(|(i, samples)| {
                         let v = match name {
-                            "rate" => extrapolated_rate(&samples, at - range, at, true, true),
-                            "increase" => extrapolated_rate(&samples, at - range, at, true, false),
-                            "delta" => extrapolated_rate(&samples, at - range, at, false, false),
-                            "irate" => instant_delta(&samples, true),
-                            _ => instant_delta(&samples, false),
+                            "rate" => extrapolated_rate(samples, at - range, at, true, true),
+                            "increase" => extrapolated_rate(samples, at - range, at, true, false),
+                            "delta" => extrapolated_rate(samples, at - range, at, false, false),
+                            "irate" => instant_delta(samples, true),
+                            _ => instant_delta(samples, false),
                         }?;
                         Some(InstantSample {
-                            labels: drop_name(&labels),
+                            labels: windows.labels_without_name(i).clone(),
                             t,
                             v,
                         })
                     })
-                    .collect()
+                    .collect();
+                return checked_unique(out, windows.unique_without_name());
             }
             "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
             | "count_over_time" | "last_over_time" => {
-                let (series, _) = self.matrix_arg(arg(0)?, t)?;
+                let (windows, _) = self.matrix_arg(arg(0)?, t)?;
                 let f = over_time(match name {
                     "avg_over_time" => |s| kahan_mean(s.iter().map(|p| p.1)),
                     "min_over_time" => |s| s.iter().map(|p| p.1).fold(f64::NAN, nan_min),
@@ -399,19 +495,22 @@ impl<'s> Evaluator<'s> {
                     "count_over_time" => |s| s.len() as f64,
                     _ => |s| s.last().map_or(f64::NAN, |p| p.1),
                 });
-                series
-                    .into_iter()
-                    .map(|(labels, samples)| InstantSample {
-                        // Only last_over_time keeps the metric name, as in Prometheus.
-                        labels: if name == "last_over_time" {
-                            labels
+                // Only last_over_time keeps the metric name, as in Prometheus; selected series
+                // are unique with it.
+                let keep_name = name == "last_over_time";
+                let out = windows
+                    .iter()
+                    .map(|(i, samples)| InstantSample {
+                        labels: if keep_name {
+                            windows.labels(i).clone()
                         } else {
-                            drop_name(&labels)
+                            windows.labels_without_name(i).clone()
                         },
                         t,
-                        v: f(&samples),
+                        v: f(samples),
                     })
-                    .collect()
+                    .collect();
+                return checked_unique(out, keep_name || windows.unique_without_name());
             }
             "histogram_quantile" => {
                 let q = self.scalar_arg(arg(0)?, t)?;
@@ -475,24 +574,48 @@ impl<'s> Evaluator<'s> {
     fn aggregate(&mut self, aggregate: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
         let op = aggregate.op.to_string();
         let vector = self.vector_arg(&aggregate.expr, t)?;
+        let excluded: Vec<&str> = match &aggregate.modifier {
+            Some(LabelModifier::Exclude(without_labels)) => without_labels
+                .labels
+                .iter()
+                .map(String::as_str)
+                .chain([METRIC_NAME_LABEL])
+                .collect(),
+            _ => Vec::new(),
+        };
+        let modifier = &aggregate.modifier;
+        // Groups found by the hash of their pairs, compared pair by pair: no label set is built
+        // for a sample whose group exists.
         let mut groups: Vec<(Labels, Vec<f64>)> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
         for sample in vector {
-            let key = match &aggregate.modifier {
-                None => Labels::new(Vec::new()),
-                Some(LabelModifier::Include(by)) => only(&sample.labels, &by.labels),
-                Some(LabelModifier::Exclude(without_labels)) => {
-                    let mut excluded: Vec<&str> =
-                        without_labels.labels.iter().map(String::as_str).collect();
-                    excluded.push(METRIC_NAME_LABEL);
-                    without(&sample.labels, &excluded)
+            let hash = {
+                let mut hasher = rustc_hash::FxHasher::default();
+                for pair in group_pairs(&sample.labels, modifier, &excluded) {
+                    std::hash::Hash::hash(pair, &mut hasher);
                 }
+                std::hash::Hasher::finish(&hasher)
             };
-            let i = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push((key, Vec::new()));
+            let candidates = index.entry(hash).or_default();
+            let found = candidates.iter().copied().find(|&g| {
+                groups[g]
+                    .0
+                    .iter()
+                    .eq(group_pairs(&sample.labels, modifier, &excluded))
+            });
+            let g = found.unwrap_or_else(|| {
+                groups.push((
+                    Labels::new(
+                        group_pairs(&sample.labels, modifier, &excluded)
+                            .cloned()
+                            .collect(),
+                    ),
+                    Vec::new(),
+                ));
+                candidates.push(groups.len() - 1);
                 groups.len() - 1
             });
-            groups[i].1.push(sample.v);
+            groups[g].1.push(sample.v);
         }
         Ok(Value::Vector(
             groups
@@ -666,6 +789,7 @@ fn scalar_vector(
     comparison: bool,
     return_bool: bool,
 ) -> Result<Value, QueryError> {
+    let filtering = comparison && !return_bool;
     let mut out = Vec::with_capacity(vector.len());
     for sample in vector {
         let (a, b) = if scalar_on_left {
@@ -674,7 +798,7 @@ fn scalar_vector(
             (sample.v, scalar)
         };
         let v = apply(op, a, b)?;
-        if comparison && !return_bool {
+        if filtering {
             if v == 1.0 {
                 out.push(sample);
             }
@@ -686,7 +810,31 @@ fn scalar_vector(
             v,
         });
     }
-    unique(out)
+    // A filter keeps a subset of the (unique) input series as they are.
+    checked_unique(out, filtering)
+}
+
+/// The index range of the samples with timestamps in `[from, to]`.
+fn window_bounds(samples: &[(i64, f64)], from: i64, to: i64) -> (usize, usize) {
+    // A selection usually spans exactly the window: skip the searches then.
+    let start = match samples.first() {
+        Some((t, _)) if *t >= from => 0,
+        _ => samples.partition_point(|(t, _)| *t < from),
+    };
+    let end = match samples.last() {
+        Some((t, _)) if *t <= to => samples.len(),
+        _ => samples.partition_point(|(t, _)| *t <= to),
+    };
+    (start, end.max(start))
+}
+
+/// [`unique`], unless the samples' labels are known to be unique already.
+fn checked_unique(samples: Vec<InstantSample>, known_unique: bool) -> Result<Value, QueryError> {
+    if known_unique {
+        Ok(Value::Vector(samples))
+    } else {
+        unique(samples)
+    }
 }
 
 /// Refuses a vector with two samples of the same labels (after a function dropped the names).
@@ -754,6 +902,19 @@ fn absent_labels(selector: &VectorSelector) -> Labels {
         })
         .collect();
     Labels::new(pairs)
+}
+
+/// The pairs of `labels` that make its aggregation group, in name order.
+fn group_pairs<'a>(
+    labels: &'a Labels,
+    modifier: &'a Option<LabelModifier>,
+    excluded: &'a [&str],
+) -> impl Iterator<Item = &'a LabelPair> + 'a {
+    labels.iter().filter(move |p| match modifier {
+        None => false,
+        Some(LabelModifier::Include(by)) => by.labels.iter().any(|k| **k == *p.name),
+        Some(LabelModifier::Exclude(_)) => !excluded.contains(&&*p.name),
+    })
 }
 
 fn drop_name(labels: &Labels) -> Labels {
