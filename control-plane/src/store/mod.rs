@@ -527,8 +527,10 @@ impl Store {
             .map(|(_, t)| t.clone())
             .collect();
         let mut out = Vec::with_capacity(selected.len());
+        // Series selected together usually hold as many samples each: size by the last one.
+        let mut expected_len = 0;
         for series in selected {
-            let mut samples = Vec::new();
+            let mut samples = Vec::with_capacity(expected_len);
             // Persisted chunks first; anything from the head's earliest chunk on is in memory.
             let persisted_until = series.head_min_t().map_or(maxt, |t| (t - 1).min(maxt));
             if persisted_until >= mint {
@@ -557,6 +559,7 @@ impl Store {
             series.samples(mint, maxt, &mut samples);
             samples.sort_by_key(|(t, _)| *t);
             samples.dedup_by_key(|(t, _)| *t);
+            expected_len = samples.len();
             if !samples.is_empty() {
                 out.push(SeriesSamples {
                     labels: series.labels.clone(),
