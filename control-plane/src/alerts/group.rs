@@ -271,4 +271,39 @@ impl SeriesSource for Overlay<'_> {
         base.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(base)
     }
+
+    fn select_latest(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        let mut base = self.base.select_latest(matchers, mint, maxt)?;
+        let extra = self
+            .extra
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .select_latest(matchers, mint, maxt)?;
+        if extra.is_empty() {
+            return Ok(base);
+        }
+        let by_labels: BTreeMap<Labels, usize> = base
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.labels.clone(), i))
+            .collect();
+        for series in extra {
+            match by_labels.get(&series.labels) {
+                Some(&i) => {
+                    // Both hold one sample: the later wins.
+                    if series.samples.last().map(|s| s.0) > base[i].samples.last().map(|s| s.0) {
+                        base[i].samples = series.samples;
+                    }
+                }
+                None => base.push(series),
+            }
+        }
+        base.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(base)
+    }
 }

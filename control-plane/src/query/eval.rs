@@ -214,13 +214,16 @@ impl<'s> Evaluator<'s> {
         &mut self,
         selector: &VectorSelector,
         window: i64,
+        instant_selector: bool,
     ) -> Result<Arc<Selection>, QueryError> {
-        let key = format!("{selector}\u{0}{window}");
+        let a = effective_time(selector, self.start, self.start, self.end);
+        let b = effective_time(selector, self.end, self.start, self.end);
+        // An instant selector evaluated at one instant reads only each series' latest sample.
+        let latest_only = instant_selector && a == b;
+        let key = format!("{selector}\u{0}{window}\u{0}{latest_only}");
         if let Some((_, found)) = self.cache.entries.get(&key) {
             return Ok(Arc::clone(found));
         }
-        let a = effective_time(selector, self.start, self.start, self.end);
-        let b = effective_time(selector, self.end, self.start, self.end);
         // Staleness markers stay: an instant selector whose latest sample is one finds nothing;
         // range selectors skip them.
         let series = Arc::new(Selection::new(select(
@@ -228,6 +231,7 @@ impl<'s> Evaluator<'s> {
             selector,
             a.min(b) - window,
             a.max(b),
+            latest_only,
         )?));
         self.cache
             .entries
@@ -279,7 +283,7 @@ impl<'s> Evaluator<'s> {
 
     fn vector_selector(&mut self, selector: &VectorSelector, t: i64) -> Result<Value, QueryError> {
         let lookback = duration_ms(LOOKBACK);
-        let series = self.series(selector, lookback)?;
+        let series = self.series(selector, lookback, true)?;
         let at = effective_time(selector, t, self.start, self.end);
         Ok(Value::Vector(
             series
@@ -301,7 +305,7 @@ impl<'s> Evaluator<'s> {
     /// Samples of each series in `[at - range, at]`.
     fn matrix(&mut self, matrix: &MatrixSelector, t: i64) -> Result<Windows, QueryError> {
         let range = duration_ms(matrix.range);
-        let selection = self.series(&matrix.vs, range)?;
+        let selection = self.series(&matrix.vs, range, false)?;
         let at = effective_time(&matrix.vs, t, self.start, self.end);
         let windows = selection
             .series

@@ -35,6 +35,25 @@ pub trait SeriesSource: Sync {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError>;
+
+    /// Series matching every matcher, each with only its latest sample in `[mint, maxt]`
+    /// (what an instant selector reads at one instant). Blocking.
+    ///
+    /// # Errors
+    /// When the backing storage fails.
+    fn select_latest(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        let mut series = self.select(matchers, mint, maxt)?;
+        for s in &mut series {
+            let keep_from = s.samples.len().saturating_sub(1);
+            s.samples.drain(..keep_from);
+        }
+        Ok(series)
+    }
 }
 
 impl SeriesSource for Store {
@@ -45,6 +64,15 @@ impl SeriesSource for Store {
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
         Store::select(self, matchers, mint, maxt)
+    }
+
+    fn select_latest(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        Store::select_latest(self, matchers, mint, maxt)
     }
 }
 
@@ -164,18 +192,24 @@ pub(crate) fn effective_time(selector: &VectorSelector, t: i64, start: i64, end:
     }
 }
 
-/// Selects series matching any of the matcher sets (PromQL `or` inside braces), deduplicated.
+/// Selects series matching any of the matcher sets (PromQL `or` inside braces), deduplicated;
+/// with only each one's latest sample if `latest_only`.
 pub(crate) fn select(
     store: &dyn SeriesSource,
     selector: &VectorSelector,
     mint: i64,
     maxt: i64,
+    latest_only: bool,
 ) -> Result<Vec<SeriesSamples>, QueryError> {
     let sets = selector_matchers(selector);
     let mut out: Vec<SeriesSamples> = Vec::new();
     let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
     for matchers in &sets {
-        let selected = store.select(matchers, mint, maxt)?;
+        let selected = if latest_only {
+            store.select_latest(matchers, mint, maxt)?
+        } else {
+            store.select(matchers, mint, maxt)?
+        };
         if sets.len() == 1 {
             out = selected;
             break;

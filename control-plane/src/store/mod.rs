@@ -149,7 +149,7 @@ impl PendingCommit {
 }
 
 /// A selected series and its samples in the requested range.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SeriesSamples {
     /// Labels.
     pub labels: Labels,
@@ -514,51 +514,13 @@ impl Store {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
-        let selected: Vec<Arc<Series>> = {
-            let index = read(&self.inner.index);
-            index
-                .select(matchers)
-                .into_iter()
-                .filter_map(|id| index.series(id).cloned())
-                .collect()
-        };
-        let days: Vec<sled::Tree> = read(&self.inner.days)
-            .range(day_of(mint)..=day_of(maxt))
-            .map(|(_, t)| t.clone())
-            .collect();
+        let selected = self.selected(matchers);
+        let days = self.days_between(mint, maxt);
         let mut out = Vec::with_capacity(selected.len());
         // Series selected together usually hold as many samples each: size by the last one.
         let mut expected_len = 0;
         for series in selected {
-            let mut samples = Vec::with_capacity(expected_len);
-            // Persisted chunks first; anything from the head's earliest chunk on is in memory.
-            let persisted_until = series.head_min_t().map_or(maxt, |t| (t - 1).min(maxt));
-            if persisted_until >= mint {
-                for tree in &days {
-                    let range =
-                        chunk_key(series.id.0, i64::MIN)..=chunk_key(series.id.0, persisted_until);
-                    for entry in tree.range(range) {
-                        let (_, value) = entry?;
-                        let Some((max_t, chunks)) = persist::parse_chunk_group(&value) else {
-                            continue;
-                        };
-                        if max_t < mint {
-                            continue;
-                        }
-                        for bytes in chunks {
-                            if let Ok(iter) = chunk::decode(bytes) {
-                                samples.extend(
-                                    iter.map_while(Result::ok)
-                                        .filter(|(t, _)| *t >= mint && *t <= persisted_until),
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-            series.samples(mint, maxt, &mut samples);
-            samples.sort_by_key(|(t, _)| *t);
-            samples.dedup_by_key(|(t, _)| *t);
+            let samples = self.samples_of(&series, &days, mint, maxt, expected_len)?;
             expected_len = samples.len();
             if !samples.is_empty() {
                 out.push(SeriesSamples {
@@ -568,6 +530,97 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Each series matching every matcher with its latest sample in `[mint, maxt]` (staleness
+    /// markers included), as a one-sample series. Blocking. Reads no chunk for a series whose
+    /// newest sample, kept in memory, is in the range: an instant query at the present.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn select_latest(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        let selected = self.selected(matchers);
+        let mut days: Option<Vec<sled::Tree>> = None;
+        let mut out = Vec::with_capacity(selected.len());
+        for series in selected {
+            let latest = match series.last() {
+                Some((t, v)) if t <= maxt => (t >= mint).then_some((t, v)),
+                // Nothing in memory yet (after a restart), or a query into the past.
+                _ => {
+                    let days = days.get_or_insert_with(|| self.days_between(mint, maxt));
+                    self.samples_of(&series, days, mint, maxt, 0)?.pop()
+                }
+            };
+            if let Some(sample) = latest {
+                out.push(SeriesSamples {
+                    labels: series.labels.clone(),
+                    samples: vec![sample],
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn selected(&self, matchers: &[Matcher]) -> Vec<Arc<Series>> {
+        let index = read(&self.inner.index);
+        index
+            .select(matchers)
+            .into_iter()
+            .filter_map(|id| index.series(id).cloned())
+            .collect()
+    }
+
+    fn days_between(&self, mint: i64, maxt: i64) -> Vec<sled::Tree> {
+        read(&self.inner.days)
+            .range(day_of(mint)..=day_of(maxt))
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// One series' samples in `[mint, maxt]`, persisted and in memory, in time order.
+    fn samples_of(
+        &self,
+        series: &Series,
+        days: &[sled::Tree],
+        mint: i64,
+        maxt: i64,
+        capacity: usize,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let mut samples = Vec::with_capacity(capacity);
+        // Persisted chunks first; anything from the head's earliest chunk on is in memory.
+        let persisted_until = series.head_min_t().map_or(maxt, |t| (t - 1).min(maxt));
+        if persisted_until >= mint {
+            for tree in days {
+                let range =
+                    chunk_key(series.id.0, i64::MIN)..=chunk_key(series.id.0, persisted_until);
+                for entry in tree.range(range) {
+                    let (_, value) = entry?;
+                    let Some((max_t, chunks)) = persist::parse_chunk_group(&value) else {
+                        continue;
+                    };
+                    if max_t < mint {
+                        continue;
+                    }
+                    for bytes in chunks {
+                        if let Ok(iter) = chunk::decode(bytes) {
+                            samples.extend(
+                                iter.map_while(Result::ok)
+                                    .filter(|(t, _)| *t >= mint && *t <= persisted_until),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        series.samples(mint, maxt, &mut samples);
+        samples.sort_by_key(|(t, _)| *t);
+        samples.dedup_by_key(|(t, _)| *t);
+        Ok(samples)
     }
 
     /// Label sets of the series matching every matcher.

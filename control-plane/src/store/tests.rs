@@ -201,6 +201,53 @@ async fn retention_drops_whole_days() {
     close(store).await;
 }
 
+/// `select_latest` gives what `select` gives, cut to each series' last sample: from memory, from
+/// persisted chunks after a restart (nothing in memory yet), and for ranges in the past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_latest_is_the_last_sample_select_finds() {
+    let matchers = [Matcher::new(MatchOp::Equal, "__name__", "cpu")];
+    let ranges = [
+        (i64::MIN, i64::MAX),
+        (T0 + 100_000, T0 + 150_500),
+        (T0 + 5_000, T0 + 5_000),
+        (T0 + 5_500, T0 + 5_900),
+        (T0 + 290_000, T0 + 400_000),
+        (i64::MIN, T0),
+    ];
+    let agree = |store: &Store| {
+        let mut found = 0;
+        for (mint, maxt) in ranges {
+            let latest = store.select_latest(&matchers, mint, maxt).expect("selects");
+            let mut expected = store.select(&matchers, mint, maxt).expect("selects");
+            for series in &mut expected {
+                series.samples = series.samples.last().copied().into_iter().collect();
+            }
+            assert_eq!(latest, expected, "[{mint}, {maxt}]");
+            found += latest.len();
+        }
+        found
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), options()).expect("opens");
+        commit(&store, "a", 1..=300).await;
+        commit(&store, "b", 1..=120).await;
+        assert_eq!(agree(&store), 7);
+        store.checkpoint_now().expect("checkpoint");
+        assert_eq!(agree(&store), 7);
+        close(store).await;
+    }
+    let store = reopen(dir.path()).await;
+    assert_eq!(agree(&store), 7, "after a restart, from persisted chunks");
+    commit(&store, "a", 301..=310).await;
+    assert_eq!(agree(&store), 7);
+    let latest = store
+        .select_latest(&matchers, i64::MIN, i64::MAX)
+        .expect("selects");
+    assert_eq!(latest[0].samples, vec![(T0 + 310_000, 310.0)]);
+    close(store).await;
+}
+
 async fn reopen(path: &std::path::Path) -> Store {
     // The old store's threads release the database asynchronously after the last handle drops.
     for _ in 0..100 {
