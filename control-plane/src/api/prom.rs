@@ -135,14 +135,16 @@ impl ToSchema for SamplePair {}
 /// One series of an instant vector.
 #[derive(Serialize, Debug, ToSchema)]
 pub(super) struct VectorSample {
-    metric: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    metric: Labels,
     value: SamplePair,
 }
 
 /// One series of a range vector.
 #[derive(Serialize, Debug, ToSchema)]
 pub(super) struct MatrixSeries {
-    metric: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    metric: Labels,
     values: Vec<SamplePair>,
 }
 
@@ -248,23 +250,23 @@ impl From<Value> for QueryData {
             Value::String(t, s) => Self::String(pair(t, s)),
             Value::Vector(samples) => Self::Vector(
                 samples
-                    .iter()
+                    .into_iter()
                     .map(|s| VectorSample {
-                        metric: label_map(&s.labels),
                         value: pair(s.t, format_value(s.v)),
+                        metric: s.labels,
                     })
                     .collect(),
             ),
             Value::Matrix(series) => Self::Matrix(
                 series
-                    .iter()
+                    .into_iter()
                     .map(|s| MatrixSeries {
-                        metric: label_map(&s.labels),
                         values: s
                             .samples
                             .iter()
                             .map(|(t, v)| pair(*t, format_value(*v)))
                             .collect(),
+                        metric: s.labels,
                     })
                     .collect(),
             ),

@@ -53,6 +53,18 @@ impl Labels {
     }
 }
 
+/// As a JSON object `{"name": "value", ...}` in name order (Prometheus' `metric`).
+impl serde::Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for pair in self.iter() {
+            map.serialize_entry(&*pair.name, &*pair.value)?;
+        }
+        map.end()
+    }
+}
+
 impl fmt::Debug for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{self}")
