@@ -3,7 +3,12 @@
 //! Pure: the evaluation time and the query result come in, the `ALERTS`/`ALERTS_FOR_STATE`
 //! samples go out. No clocks, no I/O.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use rustc_hash::FxBuildHasher;
 
 use super::{rules::Rule, template::TemplateData};
 use crate::{
@@ -155,6 +160,10 @@ pub struct OutputSample {
 pub struct AlertingRuleState {
     /// Alerts by label set.
     pub active: BTreeMap<LabelMap, Alert>,
+    /// The last evaluation's result label sets, each with the alert labels and the `$labels` it
+    /// gave: reused while the rule's labels are plain text (they then follow from the result's
+    /// labels alone), so a steady alert builds no label map per evaluation.
+    derived: HashMap<Labels, (LabelMap, Arc<LabelMap>), FxBuildHasher>,
 }
 
 impl AlertingRuleState {
@@ -176,50 +185,76 @@ impl AlertingRuleState {
         // alerts as they were, as in Prometheus.
         let external_labels = Arc::new(context.external_labels.clone());
         let templated = !rule.labels.is_empty() || !rule.annotations.is_empty();
-        let mut fresh: Vec<(LabelMap, LabelMap, f64)> = Vec::with_capacity(samples.len());
+        let reuse = rule
+            .labels
+            .iter()
+            .all(|(_, _, template)| template.is_plain());
+        let mut previous = if reuse {
+            std::mem::take(&mut self.derived)
+        } else {
+            HashMap::default()
+        };
+        let mut fresh: Vec<(&Labels, LabelMap, Arc<LabelMap>, LabelMap, f64)> =
+            Vec::with_capacity(samples.len());
         for sample in samples {
-            let result_labels: LabelMap = sample
-                .labels
-                .iter()
-                .map(|p| (p.name.to_string(), p.value.to_string()))
-                .collect();
-            let (mut labels, template_labels) = if templated {
-                (result_labels.clone(), result_labels)
-            } else {
-                (result_labels, LabelMap::new())
-            };
-            labels.remove(aisemble_shared::metrics::METRIC_NAME_LABEL);
-            let mut annotations = LabelMap::new();
-            if templated {
-                let data = Arc::new(TemplateData {
-                    labels: Arc::new(template_labels),
+            let derived = previous.remove(&sample.labels);
+            let data = |template_labels: &Arc<LabelMap>| {
+                Arc::new(TemplateData {
+                    labels: Arc::clone(template_labels),
                     external_labels: Arc::clone(&external_labels),
                     external_url: context.external_url.clone(),
                     value: sample.v,
-                });
-                for (name, _, template) in &rule.labels {
-                    let value = template.expand(&data);
-                    if value.is_empty() {
-                        labels.remove(name);
-                    } else {
-                        labels.insert(name.clone(), value);
+                })
+            };
+            let (labels, template_labels) = derived.unwrap_or_else(|| {
+                let result_labels: LabelMap = sample
+                    .labels
+                    .iter()
+                    .map(|p| (p.name.to_string(), p.value.to_string()))
+                    .collect();
+                let (mut labels, template_labels) = if templated {
+                    (result_labels.clone(), Arc::new(result_labels))
+                } else {
+                    (result_labels, Arc::new(LabelMap::new()))
+                };
+                labels.remove(aisemble_shared::metrics::METRIC_NAME_LABEL);
+                if !rule.labels.is_empty() {
+                    let data = data(&template_labels);
+                    for (name, _, template) in &rule.labels {
+                        let value = template.expand(&data);
+                        if value.is_empty() {
+                            labels.remove(name);
+                        } else {
+                            labels.insert(name.clone(), value);
+                        }
                     }
                 }
-                annotations = rule
-                    .annotations
+                labels.insert("alertname".into(), rule.name.clone());
+                (labels, template_labels)
+            });
+            let annotations = if rule.annotations.is_empty() {
+                LabelMap::new()
+            } else {
+                let data = data(&template_labels);
+                rule.annotations
                     .iter()
                     .map(|(name, _, template)| (name.clone(), template.expand(&data)))
-                    .collect();
-            }
-            labels.insert("alertname".into(), rule.name.clone());
-            fresh.push((labels, annotations, sample.v));
+                    .collect()
+            };
+            fresh.push((
+                &sample.labels,
+                labels,
+                template_labels,
+                annotations,
+                sample.v,
+            ));
         }
         let mut order: Vec<usize> = (0..fresh.len()).collect();
-        order.sort_unstable_by(|&a, &b| fresh[a].0.cmp(&fresh[b].0));
-        if order.windows(2).any(|w| fresh[w[0]].0 == fresh[w[1]].0) {
+        order.sort_unstable_by(|&a, &b| fresh[a].1.cmp(&fresh[b].1));
+        if order.windows(2).any(|w| fresh[w[0]].1 == fresh[w[1]].1) {
             return Err(RuleEvalError::DuplicateLabels);
         }
-        for (labels, annotations, value) in fresh {
+        for (result_labels, labels, template_labels, annotations, value) in fresh {
             match self.active.get_mut(&labels) {
                 Some(existing) if existing.state != AlertState::Inactive => {
                     existing.value = value;
@@ -230,7 +265,7 @@ impl AlertingRuleState {
                     self.active.insert(
                         labels.clone(),
                         Alert {
-                            labels,
+                            labels: labels.clone(),
                             annotations,
                             state: AlertState::Pending,
                             value,
@@ -245,6 +280,10 @@ impl AlertingRuleState {
                         },
                     );
                 }
+            }
+            if reuse {
+                self.derived
+                    .insert(result_labels.clone(), (labels, template_labels));
             }
         }
         let mut out = Vec::with_capacity(self.active.len() * 2);

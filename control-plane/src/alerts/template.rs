@@ -178,6 +178,11 @@ impl Template {
         })
     }
 
+    /// Whether the text holds no action: it expands to itself whatever the data.
+    pub fn is_plain(&self) -> bool {
+        self.plain.is_some()
+    }
+
     /// Renders with `data`; an execution error renders as Prometheus renders it.
     pub fn expand(&self, data: &Arc<TemplateData>) -> String {
         if let Some(plain) = &self.plain {

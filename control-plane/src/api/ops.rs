@@ -699,9 +699,9 @@ pub(super) async fn status(
             .collect()
     };
     let telemetry = &state.telemetry;
-    let (checks, views) = (details.checks.clone(), details.views.clone());
-    let total_checks = checks.len();
-    let down: Vec<CheckView> = checks.into_iter().filter(|c| !c.up).collect();
+    let views = details.views.clone();
+    let total_checks = details.checks.len();
+    let down: Vec<CheckView> = details.checks.iter().filter(|c| !c.up).cloned().collect();
     let status = if (agents.is_empty() || connected == agents.len()) && down.is_empty() {
         HealthState::Healthy
     } else {

@@ -1,8 +1,10 @@
 //! Series held in memory: the input of a rule unit test (`aisemble-cp rules test`), and what
 //! rules wrote at the instant being evaluated. Appends are in time order per series; selection
-//! scans the selector's metric name (everything for a selector without one).
+//! scans the selector's metric name (everything for a selector without one) and sorts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxBuildHasher;
 
 use promql_parser::label::Matcher;
 
@@ -12,7 +14,9 @@ use crate::store::{LabelPair, Labels, SeriesSamples, StoreError};
 /// Series and their samples, in memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemorySeries {
-    by_name: BTreeMap<String, BTreeMap<Labels, Vec<(i64, f64)>>>,
+    // Hashed: an alert storm appends tens of thousands of `ALERTS` series per instant, and
+    // appends far outnumber selections.
+    by_name: BTreeMap<String, HashMap<Labels, Vec<(i64, f64)>, FxBuildHasher>>,
 }
 
 impl MemorySeries {
@@ -68,7 +72,7 @@ impl SeriesSource for MemorySeries {
             m.name == aisemble_shared::metrics::METRIC_NAME_LABEL
                 && matches!(m.op, promql_parser::label::MatchOp::Equal)
         });
-        let buckets: Vec<&BTreeMap<Labels, Vec<(i64, f64)>>> = match named {
+        let buckets: Vec<&HashMap<Labels, Vec<(i64, f64)>, FxBuildHasher>> = match named {
             Some(m) => self.by_name.get(&m.value).into_iter().collect(),
             None => self.by_name.values().collect(),
         };
@@ -89,10 +93,7 @@ impl SeriesSource for MemorySeries {
                 })
             })
             .collect();
-        if buckets.len() > 1 {
-            // Names are not the first label of every set (`A` sorts before `__name__`).
-            out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        }
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
 }

@@ -234,3 +234,47 @@ fn fingerprints_are_prometheus_label_fingerprints() {
     assert_ne!(fingerprint(&a), fingerprint(&b));
     assert_eq!(fingerprint(&a).len(), 16);
 }
+
+/// Plain rule labels are derived once per result label set and reused; annotations are still
+/// expanded with each evaluation's value, and labels templated on the value still follow it.
+#[test]
+fn reused_labels_keep_annotations_and_value_templates_current() {
+    let plain = rule(
+        "      - alert: X\n        expr: cpu > 80\n        labels:\n          severity: page\n        annotations:\n          summary: '{{ $labels.host }} at {{ $value }}'\n",
+    );
+    let templated = rule(
+        "      - alert: Y\n        expr: cpu > 80\n        labels:\n          level: '{{ if gt $value 95.0 }}high{{ else }}low{{ end }}'\n",
+    );
+    let ctx = EvalContext::default();
+    let (mut plain_state, mut templated_state) =
+        (AlertingRuleState::default(), AlertingRuleState::default());
+    for (ts, v) in [(0, 90.0), (60_000, 99.0), (120_000, 91.0)] {
+        let samples = [sample("a", v), sample("b", v)];
+        plain_state
+            .eval(&plain, ts, &samples, 0, &ctx)
+            .expect("evaluates");
+        templated_state
+            .eval(&templated, ts, &samples, 0, &ctx)
+            .expect("evaluates");
+        let alerts: Vec<&Alert> = plain_state.current().collect();
+        assert_eq!(alerts.len(), 2);
+        let a = alerts
+            .iter()
+            .find(|a| a.labels.get("host").map(String::as_str) == Some("a"))
+            .expect("host a");
+        assert_eq!(a.labels.get("severity").map(String::as_str), Some("page"));
+        assert_eq!(a.labels.get("alertname").map(String::as_str), Some("X"));
+        assert!(!a.labels.contains_key("__name__"));
+        assert_eq!(
+            a.annotations.get("summary").map(String::as_str),
+            Some(format!("a at {v}").as_str())
+        );
+        assert_eq!(a.active_at, 0, "the same alert throughout");
+        let levels: Vec<&str> = templated_state
+            .current()
+            .filter(|a| a.labels.get("host").map(String::as_str) == Some("a"))
+            .filter_map(|a| a.labels.get("level").map(String::as_str))
+            .collect();
+        assert_eq!(levels, [if v > 95.0 { "high" } else { "low" }]);
+    }
+}
