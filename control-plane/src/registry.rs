@@ -289,6 +289,18 @@ impl Registry {
         self.lock().live.len()
     }
 
+    /// How many agents are connected, and how many there are (what [`Registry::list`] would
+    /// show, without copying every record).
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        let connected = state
+            .agents
+            .keys()
+            .filter(|name| state.live.contains_key(*name))
+            .count();
+        (connected, state.agents.len())
+    }
+
     /// Every agent.
     pub fn list(&self) -> Vec<AgentView> {
         let state = self.lock();

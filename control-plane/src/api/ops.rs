@@ -688,21 +688,17 @@ pub(super) async fn status(
         .status_cache
         .fleet_details(&state.store, window)
         .await?;
-    let agents = state.registry.list();
-    let connected = agents.iter().filter(|a| a.connected).count();
+    let (connected, total) = state.registry.counts();
     let latest = |metric: &str| -> Vec<f64> {
         state
             .store
-            .latest_matching(&[Matcher::new(MatchOp::Equal, "__name__", metric)], since())
-            .into_iter()
-            .map(|(_, _, v)| v)
-            .collect()
+            .latest_values(&[Matcher::new(MatchOp::Equal, "__name__", metric)], since())
     };
     let telemetry = &state.telemetry;
     let views = details.views.clone();
     let total_checks = details.checks.len();
     let down: Vec<CheckView> = details.checks.iter().filter(|c| !c.up).cloned().collect();
-    let status = if (agents.is_empty() || connected == agents.len()) && down.is_empty() {
+    let status = if connected == total && down.is_empty() {
         HealthState::Healthy
     } else {
         HealthState::Degraded
@@ -710,8 +706,8 @@ pub(super) async fn status(
     Ok(Json(FleetStatus {
         agents: AgentCounts {
             connected,
-            disconnected: agents.len() - connected,
-            total: agents.len(),
+            disconnected: total - connected,
+            total,
         },
         checks: CheckCounts {
             total: total_checks,

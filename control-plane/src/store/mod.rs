@@ -660,6 +660,19 @@ impl Store {
             .collect()
     }
 
+    /// The latest values of the series matching every matcher whose latest sample is at or
+    /// after `since`.
+    pub fn latest_values(&self, matchers: &[Matcher], since: i64) -> Vec<f64> {
+        let index = read(&self.inner.index);
+        index
+            .select(matchers)
+            .into_iter()
+            .filter_map(|id| index.series(id)?.last())
+            .filter(|(t, _)| *t >= since)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
     /// Every label name.
     pub fn label_names(&self) -> Vec<String> {
         read(&self.inner.index).label_names()
