@@ -5,17 +5,17 @@
 #
 # BUNDLE_DIR is what `aisemble-cp certs issue-agent NAME --out DIR` wrote on the control plane:
 # ca.pem, agent.pem, agent.key and agent.toml. AGENT_BINARY defaults to
-# target/release/aisemble-agent.
+# target/agent/aisemble-agent (the `agent` profile: `cargo build --profile agent -p aisemble-agent`).
 set -euo pipefail
 
 bundle=${1:?usage: install-agent.sh BUNDLE_DIR [AGENT_BINARY]}
-binary=${2:-target/release/aisemble-agent}
+binary=${2:-${CARGO_TARGET_DIR:-target}/agent/aisemble-agent}
 here=$(cd "$(dirname "$0")" && pwd)
 
 for f in ca.pem agent.pem agent.key agent.toml; do
   [ -f "$bundle/$f" ] || { echo "error: $bundle/$f is missing (run certs issue-agent)" >&2; exit 1; }
 done
-[ -x "$binary" ] || { echo "error: $binary not found; build it with: cargo build --release --bin aisemble-agent" >&2; exit 1; }
+[ -x "$binary" ] || { echo "error: $binary not found; build it with: cargo build --profile agent -p aisemble-agent" >&2; exit 1; }
 
 id -u aisemble >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin aisemble
 install -m 0755 "$binary" /usr/local/bin/aisemble-agent
