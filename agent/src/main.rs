@@ -88,15 +88,16 @@ fn run(config: PathBuf, log_format: LogFormat) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // A small agent: one thread for async work, one blocking thread for collection, journal
+    // A small agent: one thread for async work, two blocking threads for collection, journal
     // writes, status writes and DNS lookups. glibc gives every thread that allocates an arena of
     // its own and keeps what is freed there: with 4 blocking threads, each held 0.4-0.5 MiB of
     // freed memory after a few minutes of checks and scrapes (scripts/bench-checks: peak RSS
     // 1.1 MiB higher). The blocking work is short (a sled append, a /proc read, mapping a
-    // scrape), so one thread keeps up; a slow DNS lookup of a hostname target delays the others
-    // until it ends, but loses nothing, and each check's and scrape's own timeout still applies.
+    // scrape); the second thread is there so that one slow DNS lookup of a hostname target (a
+    // resolver that does not answer holds its thread for the resolver's timeout, whatever the
+    // check's own timeout) does not hold up collection and journal writes.
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .max_blocking_threads(1)
+        .max_blocking_threads(2)
         .enable_all()
         .build()
     {
