@@ -11,12 +11,15 @@ use promql_parser::label::Matcher;
 use super::SeriesSource;
 use crate::store::{LabelPair, Labels, SeriesSamples, StoreError};
 
+/// The series of one metric name, by label set.
+type NamedSeries = HashMap<Labels, Vec<(i64, f64)>, FxBuildHasher>;
+
 /// Series and their samples, in memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemorySeries {
     // Hashed: an alert storm appends tens of thousands of `ALERTS` series per instant, and
     // appends far outnumber selections.
-    by_name: BTreeMap<String, HashMap<Labels, Vec<(i64, f64)>, FxBuildHasher>>,
+    by_name: BTreeMap<String, NamedSeries>,
 }
 
 impl MemorySeries {
@@ -72,7 +75,7 @@ impl SeriesSource for MemorySeries {
             m.name == aisemble_shared::metrics::METRIC_NAME_LABEL
                 && matches!(m.op, promql_parser::label::MatchOp::Equal)
         });
-        let buckets: Vec<&HashMap<Labels, Vec<(i64, f64)>, FxBuildHasher>> = match named {
+        let buckets: Vec<&NamedSeries> = match named {
             Some(m) => self.by_name.get(&m.value).into_iter().collect(),
             None => self.by_name.values().collect(),
         };
