@@ -240,36 +240,13 @@ impl SeriesSource for Overlay<'_> {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
-        let mut base = self.base.select(matchers, mint, maxt)?;
+        let base = self.base.select(matchers, mint, maxt)?;
         let extra = self
             .extra
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .select(matchers, mint, maxt)?;
-        if extra.is_empty() {
-            return Ok(base);
-        }
-        let mut by_labels: BTreeMap<Labels, usize> = base
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.labels.clone(), i))
-            .collect();
-        for series in extra {
-            match by_labels.get(&series.labels) {
-                Some(&i) => {
-                    let samples = &mut base[i].samples;
-                    samples.extend(series.samples);
-                    samples.sort_by_key(|(t, _)| *t);
-                    samples.dedup_by_key(|(t, _)| *t);
-                }
-                None => {
-                    by_labels.insert(series.labels.clone(), base.len());
-                    base.push(series);
-                }
-            }
-        }
-        base.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(base)
+        Ok(merge(base, extra))
     }
 
     fn select_latest(
@@ -278,32 +255,46 @@ impl SeriesSource for Overlay<'_> {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
-        let mut base = self.base.select_latest(matchers, mint, maxt)?;
+        let base = self.base.select_latest(matchers, mint, maxt)?;
         let extra = self
             .extra
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .select_latest(matchers, mint, maxt)?;
-        if extra.is_empty() {
-            return Ok(base);
+        let mut merged = merge(base, extra);
+        for series in &mut merged {
+            let keep_from = series.samples.len().saturating_sub(1);
+            series.samples.drain(..keep_from);
         }
-        let by_labels: BTreeMap<Labels, usize> = base
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.labels.clone(), i))
-            .collect();
-        for series in extra {
-            match by_labels.get(&series.labels) {
-                Some(&i) => {
-                    // Both hold one sample: the later wins.
-                    if series.samples.last().map(|s| s.0) > base[i].samples.last().map(|s| s.0) {
-                        base[i].samples = series.samples;
-                    }
-                }
-                None => base.push(series),
+        Ok(merged)
+    }
+}
+
+/// The source's series with what rules wrote added: samples of the same series merged in time
+/// order, new series appended, all sorted by labels.
+fn merge(mut base: Vec<SeriesSamples>, extra: Vec<SeriesSamples>) -> Vec<SeriesSamples> {
+    if extra.is_empty() {
+        return base;
+    }
+    let mut by_labels: BTreeMap<Labels, usize> = base
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.labels.clone(), i))
+        .collect();
+    for series in extra {
+        match by_labels.get(&series.labels) {
+            Some(&i) => {
+                let samples = &mut base[i].samples;
+                samples.extend(series.samples);
+                samples.sort_by_key(|(t, _)| *t);
+                samples.dedup_by_key(|(t, _)| *t);
+            }
+            None => {
+                by_labels.insert(series.labels.clone(), base.len());
+                base.push(series);
             }
         }
-        base.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(base)
     }
+    base.sort_by(|a, b| a.labels.cmp(&b.labels));
+    base
 }
