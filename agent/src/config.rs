@@ -53,6 +53,8 @@ pub struct Settings {
     pub scrapes: Vec<crate::scrape::ScrapeSpec>,
     /// The push endpoint, when enabled.
     pub push: Option<crate::push::PushSettings>,
+    /// Log files to tail.
+    pub logs: Vec<crate::logs::LogFileSpec>,
 }
 
 impl Settings {
@@ -197,11 +199,13 @@ impl Settings {
             |scrape| crate::scrape::ScrapeSpec::from_config(path, scrape, interval),
         )?;
         let push = crate::push::PushSettings::from_config(path, &file.push)?;
+        let logs = crate::logs::LogFileSpec::resolve_all(path, &file.logs)?;
 
         Ok(Self {
             checks,
             scrapes,
             push,
+            logs,
             name,
             data_dir: absolute(&file.agent.data_dir),
             labels,
@@ -222,6 +226,11 @@ impl Settings {
     /// Path of the status file `aisemble-agent status` reads.
     pub fn status_path(&self) -> PathBuf {
         self.data_dir.join("status.json")
+    }
+
+    /// Path of the file that keeps the positions reached in each `[[logs]]` file.
+    pub fn log_positions_path(&self) -> PathBuf {
+        self.data_dir.join("log-positions.json")
     }
 
     /// Path of the file that keeps the last monitoring state the control plane set, so that a

@@ -5,11 +5,14 @@
 //! deletes only what the control plane acknowledged as stored. `main.rs` is glue: config,
 //! tracing, signals.
 
+pub mod backup;
 pub mod checks;
 pub mod collect;
 pub mod config;
+pub mod enroll;
 pub mod http_client;
 pub mod journal;
+pub mod logs;
 pub mod push;
 pub mod run;
 pub mod schedule;

@@ -6,6 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use aisemble_agent::{
     Settings,
     config::DEFAULT_CONFIG_PATH,
+    enroll::{EnrollOptions, Trust},
     journal::{Journal as _, SledJournal},
     status::{ConnectionState, process_alive, read_report},
 };
@@ -38,6 +39,32 @@ enum Command {
     CheckConfig {
         /// Config file.
         file: PathBuf,
+    },
+    /// Get a certificate from the control plane with a one-time token (`aisemble-cp enroll-token
+    /// create`): makes a key pair here, writes ca.pem, agent.pem, agent.key and agent.toml.
+    Enroll {
+        /// The control plane's QUIC address (its `server.public_address`).
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
+        /// The one-time enrollment token.
+        #[arg(long, env = "AISEMBLE_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// SHA-256 of the control plane's CA certificate (`aisemble-cp certs init` prints it).
+        /// Without it, the control plane must prove that it holds the token.
+        #[arg(long, value_name = "SHA256")]
+        ca_fingerprint: Option<String>,
+        /// Agent name to enroll [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Name the control plane's certificate carries [default: the host part of --server].
+        #[arg(long)]
+        server_name: Option<String>,
+        /// Directory for the certificate, key and config.
+        #[arg(long, default_value = "/etc/aisemble")]
+        out: PathBuf,
+        /// Replace an existing agent.key.
+        #[arg(long)]
+        force: bool,
     },
     /// Show the local buffer depth, last acknowledgement and connection state.
     Status {
@@ -75,6 +102,72 @@ fn main() -> ExitCode {
             }
         },
         Command::Status { config } => status(&config),
+        Command::Enroll {
+            server,
+            token,
+            ca_fingerprint,
+            name,
+            server_name,
+            out,
+            force,
+        } => enroll(EnrollOptions {
+            server,
+            server_name,
+            token,
+            ca_fingerprint,
+            name: name.unwrap_or_else(|| {
+                sysinfo::System::host_name().unwrap_or_else(|_| "localhost".to_owned())
+            }),
+            out_dir: out,
+            force,
+        }),
+    }
+}
+
+fn enroll(options: EnrollOptions) -> ExitCode {
+    // One blocking thread: the DNS lookup of --server.
+    let Some(runtime) = runtime(1) else {
+        return ExitCode::FAILURE;
+    };
+    eprintln!(
+        "Enrolling {} with the control plane at {} ...",
+        options.name, options.server
+    );
+    match runtime.block_on(aisemble_agent::enroll::enroll(&options)) {
+        Ok(enrolled) => {
+            let how = match enrolled.trust {
+                Trust::Fingerprint => "its fingerprint matches --ca-fingerprint",
+                Trust::TokenProof => "the control plane proved it holds the token",
+            };
+            println!(
+                "Enrolled as {}. CA {} trusted: {how}.",
+                enrolled.name, enrolled.ca_fingerprint
+            );
+            println!(
+                "Wrote {}, {} and {} (mode 0600).",
+                enrolled.bundle.ca.display(),
+                enrolled.bundle.cert.display(),
+                enrolled.bundle.key.display()
+            );
+            let (config, written) = &enrolled.config;
+            if *written {
+                println!("Wrote {}.", config.display());
+            } else {
+                println!(
+                    "Kept the existing {}: check that it points at these files.",
+                    config.display()
+                );
+            }
+            println!(
+                "Next: aisemble-agent run --config {} (or: systemctl restart aisemble-agent)",
+                config.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -96,16 +189,8 @@ fn run(config: PathBuf, log_format: LogFormat) -> ExitCode {
     // scrape); the second thread is there so that one slow DNS lookup of a hostname target (a
     // resolver that does not answer holds its thread for the resolver's timeout, whatever the
     // check's own timeout) does not hold up collection and journal writes.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .max_blocking_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: starting the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(2) else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -120,6 +205,22 @@ fn run(config: PathBuf, log_format: LogFormat) -> ExitCode {
             tracing::error!(error = format!("{error:#}"), "Agent failed.");
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A current-thread runtime with at most `max_blocking_threads` blocking threads; `None` (after
+/// saying why) when it cannot be started.
+fn runtime(max_blocking_threads: usize) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(max_blocking_threads)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("error: starting the runtime: {error}");
+            None
         }
     }
 }

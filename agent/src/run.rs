@@ -96,7 +96,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         Arc::clone(&status),
     );
 
-    // Checks, scrapes and the push endpoint pause with collection: they stop on `paused`.
+    // Checks, scrapes, log files and the push endpoint pause with collection: they stop on
+    // `paused` (pushed log lines are dropped then, and counted).
     let sources = spawn_sources(&settings, &sink, &mut collectors, &monitoring_rx, &shutdown);
 
     let stop_uplink = CancellationToken::new();
@@ -220,8 +221,8 @@ async fn collect_loop(
     }
 }
 
-/// Starts health checks, scrapes and the push endpoint; the push aggregator joins `collectors`.
-/// They stop on `shutdown` or while monitoring is paused.
+/// Starts health checks, scrapes, log tailing and the push endpoint; the push aggregator and the
+/// log counters join `collectors`. They stop on `shutdown` or while monitoring is paused.
 fn spawn_sources(
     settings: &Settings,
     sink: &RecordSink,
@@ -246,12 +247,29 @@ fn spawn_sources(
             shutdown.clone(),
         ));
     }
-    if let Some(push_settings) = settings.push.clone() {
+    // Pushed log lines go through the same batcher as file lines, so it runs for either.
+    let logs = (settings.push.is_some() || !settings.logs.is_empty()).then(|| {
+        crate::logs::spawn(
+            settings.logs.clone(),
+            settings.log_positions_path(),
+            settings.max_buffer_bytes,
+            sink.clone(),
+            monitoring.clone(),
+            shutdown.clone(),
+        )
+    });
+    let mut log_sender = None;
+    if let Some(logs) = logs {
+        collectors.push(Box::new(logs.collector));
+        log_sender = Some(logs.sender);
+        tasks.push(logs.task);
+    }
+    if let (Some(push_settings), Some(log_sender)) = (settings.push.clone(), log_sender) {
         let aggregator = Arc::new(std::sync::Mutex::new(push::Aggregator::new(&push_settings)));
         collectors.push(Box::new(push::PushCollector::new(Arc::clone(&aggregator))));
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(error) = push::serve(push_settings, aggregator, shutdown).await {
+            if let Err(error) = push::serve(push_settings, aggregator, log_sender, shutdown).await {
                 error!(error = format!("{error:#}"), "Push endpoint stopped.");
             }
         }));

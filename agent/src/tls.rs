@@ -48,6 +48,11 @@ pub fn client_config(files: &TlsFiles) -> Result<quinn::ClientConfig, aisemble_c
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    // The control plane opens one stream per backup or restore task; a few more than the agent
+    // runs at once, so a refusal can still be said in-band.
+    transport
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(crate::backup::MAX_TASKS as u32 + 2));
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         20_000,
     ))));

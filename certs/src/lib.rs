@@ -5,6 +5,8 @@
 //!   it creates the CA and server certificate on first use, issues agent certificates (with a fresh
 //!   key, or from an agent's CSR), revokes them and lists them.
 //! - [`RevocationList`] is the set of revoked serials a server checks on every handshake.
+//! - [`enroll`] is the agent's side of enrollment: key pair and CSR, the CA proof, a TLS client
+//!   that records the chain a not-yet-trusted server presents.
 //! - [`tls`] builds the server and client `rustls` configurations (TLS 1.3, mutual
 //!   authentication against our CA only, revocation, no 0-RTT) and reads PEM files.
 //!
@@ -12,6 +14,7 @@
 //! passed explicitly to rustls; the process default provider is never used. Keys are written with
 //! mode 0600 from the moment they exist, and every file is replaced atomically.
 
+pub mod enroll;
 mod error;
 mod files;
 mod index;

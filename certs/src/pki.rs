@@ -33,7 +33,7 @@ use rustls::{client::danger::ServerCertVerifier, pki_types::ServerName as TlsSer
 use rustls_pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime, pem::PemObject,
 };
-use sha2::{Digest, Sha256};
+
 use time::OffsetDateTime;
 use x509_parser::{certificate::X509Certificate, extensions::GeneralName};
 
@@ -299,16 +299,7 @@ impl Pki {
         issued: &IssuedAgent,
         out_dir: &Path,
     ) -> Result<AgentBundle, Error> {
-        files::create_private_dir(out_dir)?;
-        let bundle = AgentBundle {
-            ca: out_dir.join("ca.pem"),
-            cert: out_dir.join("agent.pem"),
-            key: out_dir.join("agent.key"),
-        };
-        files::write_atomic(&bundle.key, issued.key_pem.as_bytes(), files::PRIVATE)?;
-        files::write_atomic(&bundle.cert, issued.cert_pem.as_bytes(), files::PUBLIC)?;
-        files::write_atomic(&bundle.ca, self.ca_pem.as_bytes(), files::PUBLIC)?;
-        Ok(bundle)
+        crate::enroll::write_bundle(out_dir, &self.ca_pem, &issued.cert_pem, &issued.key_pem)
     }
 
     /// Revokes every certificate issued to `name` that is not revoked yet; returns their serials
@@ -317,6 +308,19 @@ impl Pki {
     /// # Errors
     /// [`Error::UnknownAgent`] when no certificate was ever issued to `name`; index I/O errors.
     pub fn revoke(&self, name: &str) -> Result<Vec<String>, Error> {
+        self.revoke_except(name, None)
+    }
+
+    /// Like [`Pki::revoke`], but keeps the certificate with serial `keep` (hex, as
+    /// [`SignedAgent::serial_hex`]): re-enrollment replaces a name's identity with a new one.
+    ///
+    /// # Errors
+    /// As [`Pki::revoke`].
+    pub fn revoke_others(&self, name: &str, keep: &str) -> Result<Vec<String>, Error> {
+        self.revoke_except(name, Some(keep))
+    }
+
+    fn revoke_except(&self, name: &str, keep: Option<&str>) -> Result<Vec<String>, Error> {
         let name = AgentId::parse(name)?;
         let now = OffsetDateTime::now_utc().truncate_to_second();
         index::update(&self.dir, |records| {
@@ -324,7 +328,7 @@ impl Pki {
             let mut revoked = Vec::new();
             for record in records.iter_mut().filter(|r| r.name == name.as_str()) {
                 known = true;
-                if record.revoked_at.is_none() {
+                if record.revoked_at.is_none() && Some(record.serial.as_str()) != keep {
                     record.revoked_at = Some(now);
                     revoked.push(record.serial.clone());
                 }
@@ -379,7 +383,7 @@ impl Pki {
 
     /// Lowercase hex SHA-256 of the CA certificate's DER, for `aisemble-agent enroll --ca-fingerprint`.
     pub fn ca_fingerprint_sha256(&self) -> String {
-        hex::encode(Sha256::digest(self.ca_der.as_ref()))
+        crate::enroll::fingerprint(self.ca_der.as_ref())
     }
 
     /// The server certificate chain, leaf first.

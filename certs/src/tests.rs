@@ -308,7 +308,8 @@ fn verdict<T>(result: Result<T, rustls::Error>) -> Verdict {
 fn check_client(pki: &Pki, cert: &CertificateDer<'_>, now: UnixTime, expected: Verdict) {
     let revocations: Arc<dyn RevocationCheck> =
         Arc::new(pki.revocation_list().expect("revocation list"));
-    let verifier = tls::client_verifier(pki.ca_der(), revocations).expect("verifier");
+    let verifier = tls::client_verifier(pki.ca_der(), revocations, tls::ClientAuth::Required)
+        .expect("verifier");
     assert_eq!(
         verdict(verifier.verify_client_cert(cert, &[], now)),
         expected
@@ -349,9 +350,13 @@ fn client_chains_verify_with_webpki() {
     // The CA itself is not a client certificate either.
     assert_ne!(
         verdict(
-            tls::client_verifier(pki.ca_der(), Arc::new(RevocationList::default()))
-                .expect("verifier")
-                .verify_client_cert(pki.ca_der(), &[], now)
+            tls::client_verifier(
+                pki.ca_der(),
+                Arc::new(RevocationList::default()),
+                tls::ClientAuth::Required,
+            )
+            .expect("verifier")
+            .verify_client_cert(pki.ca_der(), &[], now)
         ),
         Verdict::Accept
     );
@@ -790,7 +795,8 @@ fn mutual_tls_handshake_in_memory() {
             pki.server_chain().to_vec(),
             pki.server_key(),
             revocations,
-            ALPN,
+            tls::ClientAuth::Required,
+            &[ALPN],
         )
         .expect("server config")
     };
@@ -865,7 +871,8 @@ fn mutual_tls_handshake_in_memory() {
             other_ca.server_chain().to_vec(),
             other_ca.server_key(),
             revocations,
-            ALPN,
+            tls::ClientAuth::Required,
+            &[ALPN],
         )
         .expect("server config")
     };
@@ -900,7 +907,8 @@ fn configs_are_tls13_without_early_data() {
         pki.server_chain().to_vec(),
         pki.server_key(),
         Arc::new(RevocationList::default()),
-        ALPN,
+        tls::ClientAuth::Required,
+        &[ALPN],
     )
     .expect("server config");
     assert_eq!(server.max_early_data_size, 0);
@@ -922,4 +930,107 @@ fn configs_are_tls13_without_early_data() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn enrollment_handshake_records_the_chain_and_proves_the_ca() {
+    use crate::enroll;
+    use aisemble_shared::wire::ENROLL_ALPN;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (pki, _) = init(&tmp.path().join("a"), &[]);
+    let (other_ca, _) = init(&tmp.path().join("b"), &[]);
+    let optional = || {
+        tls::server_config(
+            pki.ca_der(),
+            pki.server_chain().to_vec(),
+            pki.server_key(),
+            Arc::new(RevocationList::default()),
+            tls::ClientAuth::Optional,
+            &[ALPN, ENROLL_ALPN],
+        )
+        .expect("server config")
+    };
+
+    // An agent without a certificate completes the handshake, and learns the presented chain.
+    let (client, presented) = enroll::enrollment_client_config(ENROLL_ALPN).expect("client");
+    assert!(presented.get().is_none());
+    let h = handshake(client, optional());
+    assert_eq!((h.client_error, h.server_error), (None, None));
+    assert_eq!(h.server.alpn_protocol(), Some(ENROLL_ALPN));
+    let chain = presented.get().expect("the chain was recorded");
+    let name = TlsServerName::try_from("localhost").expect("server name");
+    let now = UnixTime::now();
+    enroll::verify_presented(pki.ca_der(), &chain, &name, now).expect("issued by our CA");
+    assert!(enroll::verify_presented(other_ca.ca_der(), &chain, &name, now).is_err());
+    let elsewhere = TlsServerName::try_from("cp.elsewhere.example").expect("server name");
+    assert!(enroll::verify_presented(pki.ca_der(), &chain, &elsewhere, now).is_err());
+
+    // A certificate that is presented is still verified when client auth is optional.
+    let past = SystemTime::now() - Duration::from_secs(7 * 86_400);
+    let stale = pki
+        .issue_agent(
+            "stale",
+            Validity::new(past, past + Duration::from_secs(86_400)).expect("validity"),
+        )
+        .expect("issue");
+    let h = handshake(agent_client(&pki, &stale), optional());
+    assert!(matches!(
+        h.server_error,
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::ExpiredContext { .. }
+        ))
+    ));
+
+    // The CA proof: only the token's hash makes it, and only for this CA.
+    let key = enroll::token_key("asbe_0123abcd.secret");
+    let proof = enroll::ca_proof(&key, pki.ca_der());
+    assert!(enroll::verify_ca_proof(&key, pki.ca_der(), &proof));
+    assert!(!enroll::verify_ca_proof(&key, other_ca.ca_der(), &proof));
+    let wrong = enroll::token_key("asbe_0123abcd.other");
+    assert!(!enroll::verify_ca_proof(&wrong, pki.ca_der(), &proof));
+    assert!(!enroll::verify_ca_proof(&key, pki.ca_der(), &proof[..16]));
+
+    // Fingerprints as `certs init` prints them, with colons and in upper case too.
+    let printed = pki.ca_fingerprint_sha256();
+    assert!(enroll::fingerprint_matches(&printed, pki.ca_der()));
+    let colons = printed
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).to_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    assert!(enroll::fingerprint_matches(&colons, pki.ca_der()));
+    assert!(!enroll::fingerprint_matches(&printed, other_ca.ca_der()));
+
+    // The agent's own CSR is signed for its name, and the key it kept matches.
+    let (key_pem, csr_pem) = enroll::agent_csr("gpu-7").expect("csr");
+    let year = Validity::starting_now(Validity::AGENT_LIFETIME).expect("validity");
+    let signed = pki.sign_csr(&csr_pem, "gpu-7", year).expect("signed");
+    let issued = IssuedAgent {
+        name: signed.name.clone(),
+        serial_hex: signed.serial_hex.clone(),
+        cert_pem: signed.cert_pem.clone(),
+        key_pem,
+        not_before: signed.not_before,
+        not_after: signed.not_after,
+    };
+    let h = handshake(agent_client(&pki, &issued), optional());
+    assert_eq!((h.client_error, h.server_error), (None, None));
+
+    // Re-enrollment keeps the new certificate and revokes the name's others.
+    let (_, again) = enroll::agent_csr("gpu-7").expect("csr");
+    let newer = pki.sign_csr(&again, "gpu-7", year).expect("signed");
+    let revoked = pki
+        .revoke_others("gpu-7", &newer.serial_hex)
+        .expect("revokes");
+    assert_eq!(revoked, [signed.serial_hex]);
+    let live: Vec<_> = pki
+        .list()
+        .expect("list")
+        .into_iter()
+        .filter(|e| e.name.as_str() == "gpu-7" && e.revoked_at.is_none())
+        .map(|e| e.serial_hex)
+        .collect();
+    assert_eq!(live, [newer.serial_hex]);
 }

@@ -2,7 +2,8 @@
 //! file helpers.
 //!
 //! Both configurations are TLS 1.3 only, trust only the control plane's CA (never the platform
-//! store), require client certificates and have 0-RTT off. The crypto provider is ring, passed
+//! store), verify client certificates (required, or optional on the control plane so that an
+//! agent can enroll) and have 0-RTT off. The crypto provider is ring, passed
 //! explicitly: the process-wide default provider is never consulted, so it does not matter which
 //! providers other crates enable.
 //!
@@ -55,8 +56,19 @@ pub struct PeerIdentity {
     pub not_after: SystemTime,
 }
 
-/// The control plane's TLS configuration: serve `chain`/`key`, require a client certificate
-/// issued by `ca` and not revoked according to `revocations`, and speak only `alpn`.
+/// Whether a client may complete the handshake without a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every client presents a certificate issued by the CA.
+    Required,
+    /// A client without a certificate completes the handshake (to enroll); the application must
+    /// then refuse it everything else. A certificate that is presented is verified as with
+    /// `Required` (unknown CA, expired, revoked are still refused at the handshake).
+    Optional,
+}
+
+/// The control plane's TLS configuration: serve `chain`/`key`, verify client certificates
+/// against `ca` and `revocations` (required or not, per `client_auth`), and speak only `alpns`.
 ///
 /// # Errors
 /// When the CA certificate is unusable as a trust anchor or `key` does not match `chain`.
@@ -65,13 +77,14 @@ pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     revocations: Arc<dyn RevocationCheck>,
-    alpn: &[u8],
+    client_auth: ClientAuth,
+    alpns: &[&[u8]],
 ) -> Result<ServerConfig, Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(client_verifier(ca, revocations)?)
+        .with_client_cert_verifier(client_verifier(ca, revocations, client_auth)?)
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpns.iter().map(|alpn| alpn.to_vec()).collect();
     config.max_early_data_size = 0;
     // A resumed TLS 1.3 session skips client certificate verification, so a revoked agent could
     // resume its way back in: every handshake is a full one.
@@ -205,8 +218,13 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 pub(crate) fn client_verifier(
     ca: &CertificateDer<'static>,
     revocations: Arc<dyn RevocationCheck>,
+    client_auth: ClientAuth,
 ) -> Result<Arc<dyn ClientCertVerifier>, Error> {
-    let webpki = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider()).build()?;
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider());
+    let webpki = match client_auth {
+        ClientAuth::Required => builder.build()?,
+        ClientAuth::Optional => builder.allow_unauthenticated().build()?,
+    };
     Ok(Arc::new(RevocationAwareVerifier {
         webpki,
         revocations,

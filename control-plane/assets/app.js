@@ -273,6 +273,14 @@
     },
   };
 
+  function backupTile(b, tile) {
+    if (!b) return '';
+    const failing = b.failing || [];
+    const sub = failing.length ? 'failing: ' + esc(failing.join(', '))
+      : b.last_success ? 'last success ' + sinceIso(b.last_success) : `${num(b.jobs)} jobs, none run yet`;
+    return tile('Backups', `${num(b.snapshots)} snapshot${b.snapshots === 1 ? '' : 's'}`, sub, failing.length ? 'bad' : b.jobs ? 'ok' : '');
+  }
+
   function summaryTiles(status, alerts) {
     const a = status.agents || {};
     const res = status.resources || {};
@@ -291,6 +299,7 @@
       tile('Memory', res.memory_usage_percent ? pct(res.memory_usage_percent.avg) : '–', avgMax(res.memory_usage_percent)),
       tile('Disk', res.disk_usage_percent ? pct(res.disk_usage_percent.max) : '–', res.disk_usage_percent ? 'fullest mount' : 'no data'),
       tile('Health checks', `${num(checks.up)} / ${num(checks.total)}`, `${num((checks.down || []).length)} down`, (checks.down || []).length ? 'bad' : 'ok'),
+      backupTile(status.backups, tile),
     ].join('');
   }
 
@@ -458,35 +467,132 @@
       control plane serves that endpoint.</p></div>`;
   }
 
-  /** Renders an array of flat objects as a table (for endpoints whose shape is not fixed yet). */
-  function genericTable(rows) {
-    if (!rows.length) return '<p class="muted">Nothing yet.</p>';
-    const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))].slice(0, 10);
-    const cell = (v) => (v !== null && typeof v === 'object' ? `<code>${esc(JSON.stringify(v))}</code>` : esc(v));
-    return `<div class="table-wrap"><table><thead><tr>${keys.map((k) => `<th>${esc(k)}</th>`).join('')}</tr></thead>
-      <tbody>${rows.map((r) => `<tr>${keys.map((k) => `<td>${cell(r[k])}</td>`).join('')}</tr>`).join('')}</tbody></table></div>`;
-  }
+  // Backups: jobs with their last run and success rate, runs going on and done, snapshots with
+  // a restore dialog, and a repository check. Run now, restore and check need an operator token.
+  const RUN_STATE = { running: 'pending', succeeded: 'ok', failed: 'critical' };
 
-  function firstArray(body, names) {
-    if (Array.isArray(body)) return body;
-    for (const n of names) if (body && Array.isArray(body[n])) return body[n];
-    return null;
+  function runPill(run) {
+    if (!run) return '<span class="pill muted">never</span>';
+    return `<span class="pill ${RUN_STATE[run.state] || 'muted'}">${esc(run.state)}</span>`;
   }
 
   views.backups = {
     title: 'Backups',
     mount(root) {
-      root.innerHTML = '<h1>Backups</h1><div id="backups-body"><p class="muted">Loading…</p></div>';
+      root.innerHTML = `<h1>Backups</h1>
+        <div id="backups-summary" class="counts"></div>
+        <p id="backups-message" class="muted small" role="status"></p>
+        <div id="backups-body"><p class="muted">Loading…</p></div>`;
+      this.snapshots = new Map();
+      root.addEventListener('click', (e) => {
+        const run = e.target.closest('button[data-run-job]');
+        if (run) this.act(root, '/ops/backups/manual', { job: run.dataset.runJob }, `Started ${run.dataset.runJob}.`);
+        const restore = e.target.closest('button[data-restore]');
+        if (restore) openRestore(this.snapshots.get(restore.dataset.restore));
+        if (e.target.closest('button[data-check]')) this.act(root, '/ops/backups/check', { read_data: true }, 'Repository check started.');
+      });
+    },
+    async act(root, path, body, done) {
+      const message = $('#backups-message', root);
+      const r = await api(path, { method: 'POST', body });
+      if (!r.ok) {
+        const hint = r.status === 403 ? ' This needs an operator or admin token.' : '';
+        message.textContent = errorText(r.status, r.body) + hint;
+        message.className = 'error';
+        return;
+      }
+      message.textContent = done;
+      message.className = 'muted small';
+      poll();
     },
     async refresh(root) {
-      const r = await api('/ops/backups/status');
+      const [r, snaps] = await Promise.all([api('/ops/backups/status'), api('/ops/backups/snapshots')]);
       const out = $('#backups-body', root);
       if (r.status === 404) { out.innerHTML = unavailable('Backups', 'GET /ops/backups/status'); return; }
       if (!r.ok) { out.innerHTML = `<div class="notice error-box">${esc(errorText(r.status, r.body))}</div>`; return; }
-      const jobs = firstArray(r.body, ['jobs', 'status']);
-      out.innerHTML = jobs ? genericTable(jobs) : `<pre class="json">${esc(JSON.stringify(r.body, null, 2))}</pre>`;
+      const status = r.body;
+      const repo = status.repository || {};
+      const check = status.last_check;
+      const ratio = repo.stored_bytes ? repo.snapshot_bytes / repo.stored_bytes : null;
+      $('#backups-summary', root).innerHTML = `
+        <span class="pill info">${num(repo.snapshots)} snapshots</span>
+        <span class="pill info">${bytes(repo.stored_bytes)} stored${ratio ? ` (${num(ratio, 1)}× dedup and compression)` : ''}</span>
+        <span class="pill ${check ? RUN_STATE[check.state] : 'muted'}" id="backups-check-state" title="${esc(check ? check.detail : '')}">check: ${check ? esc(check.state) + ' ' + sinceIso(check.finished_at) : 'never run'}</span>
+        <button type="button" data-check="1">Check repository</button>`;
+      const jobs = status.jobs || [];
+      const jobRows = jobs.map((j) => `<tr data-job="${esc(j.spec.name)}">
+          <td><b>${esc(j.spec.name)}</b>${j.spec.class ? ` <span class="muted small">${esc(j.spec.class)}</span>` : ''}</td>
+          <td>${esc(j.source)}</td>
+          <td>${esc((j.spec.agents || []).join(', '))}</td>
+          <td><code>${esc(j.schedule || 'manual')}</code></td>
+          <td class="num">${j.next_run ? esc(new Date(j.next_run).toLocaleString()) : '–'}</td>
+          <td>${runPill(j.last_run)} <span class="muted small">${j.last_run ? sinceIso(j.last_run.started_at) : ''}</span></td>
+          <td class="num">${j.success_rate == null ? '–' : num(j.success_rate * 100, 1) + '%'}</td>
+          <td class="num">${num(j.snapshots)}</td>
+          <td><button type="button" data-run-job="${esc(j.spec.name)}">Run now</button></td></tr>`).join('');
+      const runs = status.recent_runs || [];
+      const runRows = runs.slice(0, 20).map((run) => `<tr data-run="${esc(run.id)}" data-state="${esc(run.state)}">
+          <td class="num">${esc(run.id)}</td><td>${esc(run.kind)}</td><td>${esc(run.job || '')}</td><td>${esc(run.agent || '')}</td>
+          <td>${runPill(run)}</td><td class="num" title="${esc(run.started_at)}">${sinceIso(run.started_at)}</td>
+          <td class="num">${duration(run.duration_seconds)}</td><td class="num">${bytes(run.bytes)}</td>
+          <td class="detail">${esc(run.detail)}</td></tr>`).join('');
+      const snapshots = (snaps.ok && snaps.body && snaps.body.snapshots) || [];
+      this.snapshots = new Map(snapshots.map((s) => [s.id, s]));
+      const snapRows = snapshots.slice(0, 50).map((s) => `<tr data-snapshot="${esc(s.id)}">
+          <td><code>${esc(s.id)}</code></td><td>${esc(s.job)}</td><td>${esc(s.agent)}</td>
+          <td class="num" title="${esc(s.time)}">${sinceIso(s.time)}</td><td class="num">${num(s.entries)}</td>
+          <td class="num">${bytes(s.bytes)}</td><td class="num">${bytes(s.added_bytes)}</td>
+          <td><button type="button" data-restore="${esc(s.id)}">Restore…</button></td></tr>`).join('');
+      out.innerHTML = `
+        <h2>Jobs</h2>
+        <div class="table-wrap"><table id="backup-jobs"><thead><tr><th>Job</th><th>Source</th><th>Agents</th><th>Schedule (UTC)</th><th>Next run</th><th>Last run</th><th>Success</th><th>Snapshots</th><th></th></tr></thead>
+          <tbody>${jobRows || '<tr><td colspan="9" class="empty">No backup jobs yet. Create one with POST /ops/backups/jobs.</td></tr>'}</tbody></table></div>
+        <h2>Runs</h2>
+        <div class="table-wrap"><table id="backup-runs"><thead><tr><th>#</th><th>Kind</th><th>Job</th><th>Agent</th><th>State</th><th>Started</th><th>Took</th><th>Bytes</th><th>Detail</th></tr></thead>
+          <tbody>${runRows || '<tr><td colspan="9" class="empty">Nothing has run yet.</td></tr>'}</tbody></table></div>
+        <h2>Snapshots</h2>
+        <div class="table-wrap"><table id="backup-snapshots"><thead><tr><th>Id</th><th>Job</th><th>Agent</th><th>Taken</th><th>Entries</th><th>Size</th><th>Added</th><th></th></tr></thead>
+          <tbody>${snapRows || '<tr><td colspan="8" class="empty">No snapshots yet.</td></tr>'}</tbody></table></div>`;
     },
   };
+
+  let restoreTarget = null;
+
+  async function openRestore(snapshot) {
+    if (!snapshot) return;
+    restoreTarget = snapshot;
+    $('#restore-what').textContent = `${snapshot.job} from ${snapshot.agent}, ${new Date(snapshot.time).toLocaleString()} (${bytes(snapshot.bytes)}, ${num(snapshot.entries)} entries)`;
+    const agents = await getJson('/ops/agents').catch(() => ({ agents: [] }));
+    const names = [...new Set([snapshot.agent, ...(agents.agents || []).map((a) => a.id)])];
+    $('#restore-agent').innerHTML = names.map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join('');
+    $('#restore-error').textContent = '';
+    $('#restore-submit').disabled = false;
+    $('#restore-dialog').showModal();
+    $('#restore-path').focus();
+  }
+
+  async function submitRestore(event) {
+    event.preventDefault();
+    if (!restoreTarget) return;
+    $('#restore-submit').disabled = true;
+    try {
+      const r = await api('/ops/backups/restore', {
+        method: 'POST',
+        body: { snapshot: restoreTarget.id, agent: $('#restore-agent').value, target: $('#restore-path').value.trim() },
+      });
+      if (!r.ok) {
+        const hint = r.status === 403 ? '\nRestoring needs an operator or admin token.' : '';
+        $('#restore-error').textContent = `Not started: ${errorText(r.status, r.body)}${hint}`;
+        $('#restore-submit').disabled = false;
+        return;
+      }
+      $('#restore-dialog').close();
+      poll();
+    } catch (e) {
+      if (!(e instanceof AuthError)) $('#restore-error').textContent = 'Not started: ' + e.message;
+      $('#restore-submit').disabled = false;
+    }
+  }
 
   // Logs: searching is on demand (form submit), not polled; the first search probes whether the
   // endpoint exists.
@@ -497,7 +603,7 @@
       root.innerHTML = `<h1>Logs</h1>
         <form id="logs-form" class="filters">
           <input id="logs-text" placeholder="Full text" size="28">
-          <select id="logs-level"><option value="">any level</option><option>error</option><option>warn</option><option>info</option><option>debug</option></select>
+          <select id="logs-level"><option value="">any level</option><option value="critical">critical</option><option value="error">error and above</option><option value="warn">warn and above</option><option value="info">info and above</option><option value="debug">debug and above</option></select>
           <input id="logs-service" placeholder="Service" size="12">
           <input id="logs-host" placeholder="Host" size="12">
           <select id="logs-range"><option value="900">last 15 min</option><option value="3600" selected>last hour</option><option value="86400">last day</option></select>
@@ -510,16 +616,25 @@
       const end = new Date();
       const start = new Date(end.getTime() - Number($('#logs-range', root).value) * 1000);
       const body = { start: start.toISOString(), end: end.toISOString(), limit: 200 };
-      for (const [key, id] of [['query', 'logs-text'], ['level', 'logs-level'], ['service', 'logs-service'], ['host', 'logs-host']]) {
+      const text = $('#logs-text', root).value.trim();
+      if (text) body.query = text;
+      const level = $('#logs-level', root).value;
+      if (level) body.min_level = level;
+      for (const [key, id] of [['services', 'logs-service'], ['hosts', 'logs-host']]) {
         const v = $('#' + id, root).value.trim();
-        if (v) body[key] = v;
+        if (v) body[key] = v.split(',').map((x) => x.trim()).filter(Boolean);
       }
       const r = await api('/ops/logs/search', { method: 'POST', body });
       const out = $('#logs-body', root);
       if (r.status === 404) { out.innerHTML = unavailable('Log search', 'POST /ops/logs/search'); return; }
       if (!r.ok) { out.innerHTML = `<div class="notice error-box">${esc(errorText(r.status, r.body))}</div>`; return; }
-      const records = firstArray(r.body, ['records', 'logs', 'results', 'hits']);
-      out.innerHTML = records ? genericTable(records) : `<pre class="json">${esc(JSON.stringify(r.body, null, 2))}</pre>`;
+      const logs = r.body.logs || [];
+      const note = r.body.truncated ? `<p class="muted">Newest ${logs.length} shown; narrow the search for more.</p>`
+        : r.body.timed_out ? '<p class="muted">The search stopped at its time budget; narrow the range.</p>' : '';
+      out.innerHTML = logs.length === 0 ? '<p class="muted">No matching lines.</p>' : `${note}<table class="logs"><thead><tr>
+          <th>Time</th><th>Level</th><th>Host</th><th>Service</th><th>Message</th></tr></thead><tbody>${logs.map((l) => `<tr>
+          <td class="nowrap">${esc(l.timestamp)}</td><td><span class="level level-${esc(l.level)}">${esc(l.level)}</span></td>
+          <td>${esc(l.host)}</td><td>${esc(l.service)}</td><td>${esc(l.message)}${l.context ? `<div class="muted small">${esc(JSON.stringify(l.context))}</div>` : ''}</td></tr>`).join('')}</tbody></table>`;
     },
   };
 
@@ -698,6 +813,8 @@
     $('#login-form').addEventListener('submit', login);
     $('#silence-form').addEventListener('submit', submitSilence);
     $('#silence-cancel').addEventListener('click', () => $('#silence-dialog').close());
+    $('#restore-form').addEventListener('submit', submitRestore);
+    $('#restore-cancel').addEventListener('click', () => $('#restore-dialog').close());
     window.addEventListener('hashchange', route);
     // Come back to fresh data at once when the tab is shown again.
     document.addEventListener('visibilitychange', () => { if (!document.hidden && current) poll(); });

@@ -2,12 +2,9 @@
 //!
 //! Tokens are 32 random bytes, so a fast hash is enough: nothing to brute-force. The file may be
 //! changed by `aisemble-cp token create` while the server runs; the server reloads it when its
-//! modification time changes (checked at most once a second). Writers serialize on a lock file.
+//! modification time changes (checked at most once a second). Writes go through [`json_file`].
 
 use std::{
-    fs::{File, OpenOptions},
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
     time::{Duration, Instant, SystemTime},
@@ -17,7 +14,10 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::store::now_ms;
+use crate::{
+    json_file::{self, FileError},
+    store::now_ms,
+};
 
 /// What a token may do; each role includes the ones before it.
 #[derive(
@@ -77,25 +77,9 @@ struct TokenFile {
 }
 
 /// Why the token file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// Reading or writing the file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The file is not a token file.
-    #[error("{path}: not a token file: {source}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: serde_json::Error,
-    },
-}
+pub type AuthError = FileError;
+
+const WHAT: &str = "token";
 
 /// The token store.
 #[derive(Debug)]
@@ -120,11 +104,11 @@ impl Auth {
     /// When the file exists but cannot be read.
     pub fn open(data_dir: &Path) -> Result<Self, AuthError> {
         let path = data_dir.join("tokens.json");
-        let (tokens, modified) = read(&path)?;
+        let (file, modified) = json_file::read::<TokenFile>(&path, WHAT)?;
         Ok(Self {
             path,
             cache: Mutex::new(Cache {
-                tokens,
+                tokens: file.tokens,
                 modified,
                 checked: Instant::now(),
             }),
@@ -146,13 +130,10 @@ impl Auth {
         let mut cache = self.lock();
         if cache.checked.elapsed() >= RELOAD_CHECK {
             cache.checked = Instant::now();
-            let modified = std::fs::metadata(&self.path)
-                .and_then(|m| m.modified())
-                .ok();
-            if modified != cache.modified
-                && let Ok((tokens, modified)) = read(&self.path)
+            if json_file::modified(&self.path) != cache.modified
+                && let Ok((file, modified)) = json_file::read::<TokenFile>(&self.path, WHAT)
             {
-                cache.tokens = tokens;
+                cache.tokens = file.tokens;
                 cache.modified = modified;
             }
         }
@@ -173,10 +154,8 @@ impl Auth {
     /// When the file cannot be written.
     pub fn create(&self, role: Role, name: &str) -> Result<(TokenRecord, String), AuthError> {
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| AuthError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        getrandom::fill(&mut secret)
+            .map_err(|e| FileError::io(&self.path, std::io::Error::other(e.to_string())))?;
         let token = format!(
             "asb_{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
@@ -214,68 +193,15 @@ impl Auth {
     }
 
     fn modify(&self, change: impl FnOnce(&mut Vec<TokenRecord>)) -> Result<(), AuthError> {
-        let io = |source| AuthError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let lock_path = self.path.with_extension("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io)?;
-        lock.lock().map_err(io)?;
-        let (mut tokens, _) = read(&self.path)?;
-        change(&mut tokens);
-        let file = TokenFile {
-            version: 1,
-            tokens: tokens.clone(),
-        };
-        let json = serde_json::to_vec_pretty(&file).map_err(|source| AuthError::Format {
-            path: self.path.clone(),
-            source,
+        let (file, (), modified) = json_file::modify(&self.path, WHAT, |file: &mut TokenFile| {
+            file.version = 1;
+            change(&mut file.tokens);
+            Ok::<(), FileError>(())
         })?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut out = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        out.write_all(&json)
-            .and_then(|()| out.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
         let mut cache = self.lock();
-        cache.tokens = tokens;
+        cache.tokens = file.tokens;
         cache.modified = modified;
-        drop(lock);
         Ok(())
-    }
-}
-
-fn read(path: &Path) -> Result<(Vec<TokenRecord>, Option<SystemTime>), AuthError> {
-    match File::open(path) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), None)),
-        Err(source) => Err(AuthError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-        Ok(file) => {
-            let modified = file.metadata().and_then(|m| m.modified()).ok();
-            let parsed: TokenFile = serde_json::from_reader(std::io::BufReader::new(file))
-                .map_err(|source| AuthError::Format {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            Ok((parsed.tokens, modified))
-        }
     }
 }
 

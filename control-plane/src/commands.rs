@@ -1,4 +1,5 @@
-//! The `aisemble-cp` subcommands other than the long-running server: certificates, tokens,
+//! The `aisemble-cp` subcommands other than the long-running server: certificates, API and
+//! enrollment tokens,
 //! config checks, and the quickstart's local agent. `main.rs` parses arguments and calls these.
 
 use std::{
@@ -8,49 +9,16 @@ use std::{
 };
 
 use aisemble_certs::{Pki, Validity};
-use aisemble_shared::config::toml_string;
+use aisemble_shared::config::agent_toml;
 use anyhow::Context as _;
 
 use crate::{
     auth::{Auth, Role},
     config::Settings,
+    enroll::EnrollmentTokens,
+    reports::text::rfc3339,
     server::open_pki,
 };
-
-/// The text of an `agent.toml` pointing at `ca.pem`, `agent.pem` and `agent.key` beside it.
-pub fn agent_toml(
-    name: &str,
-    address: &str,
-    server_name: Option<&str>,
-    data_dir: Option<&str>,
-    interval: Option<&str>,
-) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# Ai-semble Ops agent for {name}, written by `aisemble-cp`."
-    );
-    let _ = writeln!(
-        out,
-        "# Every key is documented in agent/agent.example.toml. Relative paths are relative to this file."
-    );
-    let _ = writeln!(out, "\n[agent]\nname = {}", toml_string(name));
-    if let Some(dir) = data_dir {
-        let _ = writeln!(out, "data_dir = {}", toml_string(dir));
-    }
-    let _ = writeln!(out, "\n[control_plane]\naddress = {}", toml_string(address));
-    if let Some(server_name) = server_name {
-        let _ = writeln!(out, "server_name = {}", toml_string(server_name));
-    }
-    let _ = writeln!(
-        out,
-        "ca = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\""
-    );
-    if let Some(interval) = interval {
-        let _ = writeln!(out, "\n[collect]\ninterval = {}", toml_string(interval));
-    }
-    out
-}
 
 /// `certs init`: creates the CA and server certificate (or reports the existing ones).
 ///
@@ -90,8 +58,11 @@ pub fn certs_issue_agent(
     pki.write_agent_bundle(&issued, out)?;
     let address = address.unwrap_or(&settings.public_address);
     let config = out.join("agent.toml");
-    std::fs::write(&config, agent_toml(name, address, None, None, None))
-        .with_context(|| format!("writing {}", config.display()))?;
+    std::fs::write(
+        &config,
+        agent_toml("`aisemble-cp`", name, address, None, None, None),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
     Ok(format!(
         "Issued a certificate for agent {name} (serial {}), valid until {}.\nWrote {dir}/ca.pem, {dir}/agent.pem, {dir}/agent.key and {dir}/agent.toml (control plane: {address}).\nOn the host: copy them to /etc/aisemble/ and run `aisemble-agent run --config /etc/aisemble/agent.toml`.",
         issued.serial_hex,
@@ -222,6 +193,7 @@ pub fn quickstart_agent_config(
     std::fs::write(
         &config,
         agent_toml(
+            "`aisemble-cp`",
             &name,
             &loopback,
             Some("localhost"),
@@ -256,17 +228,85 @@ pub fn rules_check(files: &[PathBuf]) -> (String, String, bool) {
     (out, err, ok)
 }
 
+/// The command an operator runs on a new host to enroll it with `token`.
+pub fn enroll_command(public_address: &str, token: &str, ca_fingerprint: &str) -> String {
+    format!(
+        "aisemble-agent enroll --server {public_address} --token {token} --ca-fingerprint {ca_fingerprint}"
+    )
+}
+
+/// `enroll-token create [--ttl 1h] [--agent NAME]`: a one-time token, printed once, with the
+/// command that uses it.
+///
+/// # Errors
+/// When the name is invalid, the PKI is not initialized or the token file cannot be written.
+pub fn enroll_token_create(
+    settings: &Settings,
+    ttl: Duration,
+    agent: Option<&str>,
+) -> anyhow::Result<String> {
+    crate::enroll::check_ttl(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let agent = agent
+        .map(aisemble_shared::ids::AgentId::parse)
+        .transpose()
+        .context("--agent")?;
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let (pki, _) = open_pki(settings)?;
+    let tokens = EnrollmentTokens::new(&settings.data_dir);
+    let (record, token) = tokens.create(ttl, agent.as_ref(), "cli", crate::store::now_ms())?;
+    Ok(format!(
+        "{token}\n# enrollment token {} for {}, valid until {}; one use, shown once, stored hashed.\n# On the new host:\n#   {}",
+        record.id,
+        record.agent.as_deref().map_or_else(
+            || "any new agent name".to_owned(),
+            |a| format!("agent {a:?}")
+        ),
+        rfc3339(record.expires_at_ms),
+        enroll_command(
+            &settings.public_address,
+            &token,
+            &pki.ca_fingerprint_sha256()
+        ),
+    ))
+}
+
+/// `enroll-token list`: every token still on file, never the tokens themselves.
+///
+/// # Errors
+/// When the token file cannot be read.
+pub fn enroll_token_list(settings: &Settings) -> anyhow::Result<String> {
+    let tokens = EnrollmentTokens::new(&settings.data_dir).list()?;
+    let now = crate::store::now_ms();
+    let mut out = format!("{:<14} {:<16} {:<22} STATE\n", "ID", "AGENT", "EXPIRES");
+    for t in tokens {
+        let state = match &t.used {
+            Some(used) => format!("used by {}", used.agent),
+            None if t.expires_at_ms <= now => "expired".to_owned(),
+            None => "unused".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<16} {:<22} {state}",
+            t.id,
+            t.agent.as_deref().unwrap_or("(any)"),
+            rfc3339(t.expires_at_ms),
+        );
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use aisemble_shared::config::{AgentConfigFile, parse_toml};
 
-    use super::agent_toml;
+    use aisemble_shared::config::agent_toml;
 
     #[test]
     fn written_agent_configs_parse() {
         let text = agent_toml(
+            "`aisemble-cp`",
             "node-1",
             "cp.example.com:7443",
             Some("cp"),
@@ -280,7 +320,7 @@ mod tests {
         assert_eq!(config.control_plane.ca, Path::new("ca.pem"));
         let minimal: AgentConfigFile = parse_toml(
             Path::new("a"),
-            &agent_toml("n", "h:1", None, None, None),
+            &agent_toml("`aisemble-cp`", "n", "h:1", None, None, None),
             "x",
         )
         .expect("parses");

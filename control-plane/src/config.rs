@@ -13,6 +13,8 @@ use aisemble_shared::{
 };
 use serde::Deserialize;
 
+use crate::logs::LogRetention;
+
 /// Where every key is documented.
 pub const REFERENCE: &str = "control-plane.example.toml (shipped in the control-plane/ directory)";
 
@@ -26,6 +28,9 @@ pub struct ConfigFile {
     /// Time-series storage.
     #[serde(default)]
     pub storage: StorageSection,
+    /// Log lines and the audit log.
+    #[serde(default)]
+    pub logs: LogsSection,
     /// Agent connections.
     #[serde(default)]
     pub ingest: IngestSection,
@@ -35,6 +40,17 @@ pub struct ConfigFile {
     /// Alert rules, routing and notifications.
     #[serde(default)]
     pub alerting: AlertingSection,
+    /// Backups.
+    #[serde(default)]
+    pub backups: BackupsSection,
+}
+
+/// `[backups]`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsSection {
+    /// The repository directory (default `<data_dir>/backups`).
+    pub repository: Option<PathBuf>,
 }
 
 /// `[alerting]`.
@@ -92,6 +108,18 @@ pub struct StorageSection {
     pub checkpoint_interval: Option<HumanDuration>,
     /// sled page cache. Default `"64MiB"`.
     pub cache: Option<ByteSize>,
+}
+
+/// `[logs]`: how long log lines and audit entries are kept (SPEC §8's retention classes).
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogsSection {
+    /// Lines below `error`. Default `"30d"`.
+    pub retention_general: Option<HumanDuration>,
+    /// `error` and `critical` lines. Default `"30d"`.
+    pub retention_error: Option<HumanDuration>,
+    /// The audit log. Default `"90d"`.
+    pub retention_audit: Option<HumanDuration>,
 }
 
 /// `[ingest]`.
@@ -164,6 +192,10 @@ pub struct Settings {
     pub public_address: String,
     /// Sample retention.
     pub retention: Duration,
+    /// Log and audit retention.
+    pub log_retention: LogRetention,
+    /// Backup repository directory.
+    pub backup_repository: PathBuf,
     /// Checkpoint interval.
     pub checkpoint_interval: Duration,
     /// sled cache.
@@ -321,6 +353,37 @@ impl Settings {
                 "the default is \"15d\"",
             ));
         }
+        let defaults = LogRetention::default();
+        let mut log_retention = defaults;
+        for (key, given, slot) in [
+            (
+                "logs.retention_general",
+                &file.logs.retention_general,
+                &mut log_retention.general,
+            ),
+            (
+                "logs.retention_error",
+                &file.logs.retention_error,
+                &mut log_retention.error,
+            ),
+            (
+                "logs.retention_audit",
+                &file.logs.retention_audit,
+                &mut log_retention.audit,
+            ),
+        ] {
+            if let Some(given) = given {
+                if given.0 < Duration::from_secs(3600) {
+                    return Err(ConfigError::new(
+                        source,
+                        Some(key),
+                        "is shorter than one hour",
+                        "give days, e.g. \"30d\"",
+                    ));
+                }
+                *slot = given.0;
+            }
+        }
         // Paths in the file are relative to the file.
         let base = source
             .parent()
@@ -407,14 +470,20 @@ impl Settings {
                 .circuit_breaker_open_for
                 .map_or(Duration::from_secs(60), |d| d.0),
         };
+        let backup_repository = file
+            .backups
+            .repository
+            .unwrap_or_else(|| data_dir.join("backups"));
         Ok(Self {
             alerting,
+            backup_repository,
             data_dir,
             http,
             quic,
             server_names,
             public_address,
             retention,
+            log_retention,
             checkpoint_interval: file
                 .storage
                 .checkpoint_interval

@@ -2,9 +2,13 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod commands;
 pub mod config;
+pub mod enroll;
 pub mod ingest;
+pub mod json_file;
+pub mod logs;
 pub mod query;
 pub mod registry;
 pub mod remote;

@@ -67,6 +67,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage one-time tokens with which new agents enroll (`aisemble-agent enroll`).
+    #[command(subcommand)]
+    EnrollToken(EnrollTokenCommand),
     /// Check or unit-test Prometheus rule files (promtool's formats and output).
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -189,6 +192,23 @@ enum TokenCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum EnrollTokenCommand {
+    /// Create a one-time enrollment token (printed once, with the agent's command).
+    Create {
+        /// How long the token may be used ("30m", "1h", "7d"; at most 30 days).
+        #[arg(long, default_value = "1h")]
+        ttl: aisemble_shared::units::HumanDuration,
+        /// Enroll only this agent name (needed to re-enroll a name that has a valid certificate).
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List enrollment tokens: id, agent, expiry, whether used (never the tokens themselves).
+    List(DataArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -315,6 +335,19 @@ fn main() -> ExitCode {
                 }
                 TokenCommand::List(_) => commands::token_list(settings),
                 TokenCommand::Revoke { id, .. } => commands::token_revoke(settings, &id),
+            },
+        ),
+        Command::EnrollToken(command) => oneshot(
+            match &command {
+                EnrollTokenCommand::Create { data, .. } | EnrollTokenCommand::List(data) => {
+                    data.clone()
+                }
+            },
+            |settings| match command {
+                EnrollTokenCommand::Create { ttl, agent, .. } => {
+                    commands::enroll_token_create(settings, ttl.0, agent.as_deref())
+                }
+                EnrollTokenCommand::List(_) => commands::enroll_token_list(settings),
             },
         ),
     }

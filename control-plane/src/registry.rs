@@ -301,6 +301,11 @@ impl Registry {
         (connected, state.agents.len())
     }
 
+    /// The live session of one agent, if connected.
+    pub fn live(&self, name: &str) -> Option<LiveSession> {
+        self.lock().live.get(name).cloned()
+    }
+
     /// Every agent.
     pub fn list(&self) -> Vec<AgentView> {
         let state = self.lock();

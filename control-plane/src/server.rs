@@ -17,7 +17,9 @@ use crate::{
     alerts::{engine::Alerting, manager::RuleManager, persist::AlertStore},
     api::{self, AppState},
     auth::{Auth, Role},
+    backup::Backups,
     config::{HttpTls, Settings},
+    enroll::EnrollmentTokens,
     ingest::{self, IngestContext},
     registry::Registry,
     store::{Store, StoreOptions},
@@ -85,6 +87,7 @@ impl ControlPlane {
                 checkpoint_interval: blocking_settings.checkpoint_interval,
                 checkpoint_wal_bytes: StoreOptions::default().checkpoint_wal_bytes,
                 cache_capacity: blocking_settings.cache_bytes,
+                log_retention: blocking_settings.log_retention,
             };
             let store_dir = blocking_settings.data_dir.join("store");
             let store = Store::open(&store_dir, options).with_context(|| format!("opening the store in {}", store_dir.display()))?;
@@ -96,14 +99,21 @@ impl ControlPlane {
         );
         let revocations = Arc::new(RwLock::new(pki.revocation_list()?));
         let telemetry = Telemetry::new();
+        let pki = Arc::new(pki);
         let ingest = Arc::new(IngestContext {
             store: store.clone(),
             registry: Arc::clone(&registry),
             telemetry: telemetry.clone(),
             max_frame_bytes: settings.max_frame_bytes,
             revocations: Arc::clone(&revocations),
+            pki: Arc::clone(&pki),
+            enrollment: EnrollmentTokens::new(&settings.data_dir),
+            enrollment_slots: Arc::new(tokio::sync::Semaphore::new(ingest::ENROLLMENT_SLOTS)),
+            enrollment_rate: api::RateLimits::new(
+                ingest::ENROLLMENT_RATE.0,
+                ingest::ENROLLMENT_RATE.1,
+            ),
         });
-        let pki = Arc::new(pki);
 
         let endpoint = ingest::bind(settings.quic, ingest::server_config(&pki, revocations)?)
             .with_context(|| format!("binding QUIC on {}", settings.quic))?;
@@ -141,6 +151,24 @@ impl ControlPlane {
                 .await?
                 .context("loading the alert routing")?
         };
+        let backups = {
+            let (data_dir, repository, registry, store) = (
+                settings.data_dir.clone(),
+                settings.backup_repository.clone(),
+                Arc::clone(&registry),
+                store.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                Backups::open(&data_dir, &repository, registry, store)
+            })
+            .await?
+            .with_context(|| {
+                format!(
+                    "opening the backup repository {}",
+                    settings.backup_repository.display()
+                )
+            })?
+        };
         let state = AppState {
             store: store.clone(),
             registry: Arc::clone(&registry),
@@ -157,6 +185,8 @@ impl ControlPlane {
             command_ids: Arc::new(AtomicU64::new(0)),
             alerting,
             status_cache: Arc::default(),
+            public_address: Arc::from(settings.public_address.as_str()),
+            backups: backups.clone(),
         };
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -201,6 +231,7 @@ impl ControlPlane {
             }
         }
         tasks.push(tokio::spawn(alerting_tasks.run(shutdown.clone())));
+        tasks.push(tokio::spawn(backups.run_scheduler(shutdown.clone())));
         tasks.push(tokio::spawn(persist_registry(
             Arc::clone(&registry),
             shutdown.clone(),

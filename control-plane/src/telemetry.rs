@@ -63,6 +63,8 @@ pub struct Telemetry {
     pub store_series: IntGauge,
     /// Bytes the store occupies on disk (set when rendering).
     pub store_disk_bytes: IntGauge,
+    /// Enrollment attempts by result (`issued`, `refused`, `busy`).
+    pub enrollments: IntCounterVec,
 }
 
 impl Default for Telemetry {
@@ -135,6 +137,17 @@ impl Telemetry {
             "Bytes the store occupies on disk.",
         )
         .unwrap_or_else(unreachable);
+        let enrollments = IntCounterVec::new(
+            Opts::new(
+                "aisemble_enrollments_total",
+                "Agent enrollments (aisemble-agent enroll), by result: issued, refused, or busy (over the connection limits).",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(unreachable);
+        for result in ["issued", "refused"] {
+            enrollments.with_label_values(&[result]);
+        }
         for reason in [
             reject::NO_CLIENT_CERTIFICATE,
             reject::UNKNOWN_CA,
@@ -149,7 +162,7 @@ impl Telemetry {
             // Pre-create the common reasons so dashboards and alerts see zeros, not absent series.
             ingest_rejected.with_label_values(&[reason]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(agents_connected.clone()),
             Box::new(ingest_samples.clone()),
             Box::new(ingest_batches.clone()),
@@ -159,6 +172,7 @@ impl Telemetry {
             Box::new(http_duration_seconds.clone()),
             Box::new(store_series.clone()),
             Box::new(store_disk_bytes.clone()),
+            Box::new(enrollments.clone()),
         ];
         for collector in collectors {
             registry.register(collector).unwrap_or_else(unreachable);
@@ -174,6 +188,7 @@ impl Telemetry {
             http_duration_seconds,
             store_series,
             store_disk_bytes,
+            enrollments,
         }
     }
 

@@ -169,6 +169,52 @@ pub struct AgentConfigFile {
     /// The local push endpoint for application events. Default: off.
     #[serde(default)]
     pub push: PushSection,
+    /// Log files to tail (`[[logs]]`). Default none.
+    #[serde(default)]
+    pub logs: Vec<LogFileConfig>,
+}
+
+/// One `[[logs]]` entry: a log file the agent tails (across rotation) and journals line by line.
+#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogFileConfig {
+    /// The file (one file; no globs). Relative paths are relative to the config file. Required.
+    pub path: PathBuf,
+    /// The `service` of its lines (a JSON line's own `service` field wins). Required.
+    pub service: String,
+    /// How lines are read: `plain` (level guessed from a leading level word) or `json` (one
+    /// object per line; a line that is not JSON is kept as plain text). Default `plain`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Where to begin in a file present at startup without a saved position: `end` (only lines
+    /// written from now on) or `beginning`. Files that appear later, and files replaced by
+    /// rotation, are read from their beginning. Default `end`.
+    #[serde(default)]
+    pub start_at: StartAt,
+}
+
+/// `logs.format`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Plain text lines.
+    #[default]
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `logs.start_at`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum StartAt {
+    /// Skip what the file already holds.
+    #[default]
+    End,
+    /// Read the file from its first byte.
+    Beginning,
 }
 
 /// One `[[checks]]` entry. Which keys apply depends on `kind`; the agent refuses keys that do not
@@ -444,6 +490,44 @@ pub fn toml_string(value: &str) -> String {
         }
     }
     out.push('"');
+    out
+}
+
+/// The text of an `agent.toml` pointing at `ca.pem`, `agent.pem` and `agent.key` beside it, as
+/// `aisemble-cp certs issue-agent` and `aisemble-agent enroll` (`writer`) write it.
+pub fn agent_toml(
+    writer: &str,
+    name: &str,
+    address: &str,
+    server_name: Option<&str>,
+    data_dir: Option<&str>,
+    interval: Option<&str>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Ai-semble Ops agent for {name}, written by {writer}."
+    );
+    let _ = writeln!(
+        out,
+        "# Every key is documented in agent/agent.example.toml. Relative paths are relative to this file."
+    );
+    let _ = writeln!(out, "\n[agent]\nname = {}", toml_string(name));
+    if let Some(dir) = data_dir {
+        let _ = writeln!(out, "data_dir = {}", toml_string(dir));
+    }
+    let _ = writeln!(out, "\n[control_plane]\naddress = {}", toml_string(address));
+    if let Some(server_name) = server_name {
+        let _ = writeln!(out, "server_name = {}", toml_string(server_name));
+    }
+    let _ = writeln!(
+        out,
+        "ca = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\""
+    );
+    if let Some(interval) = interval {
+        let _ = writeln!(out, "\n[collect]\ninterval = {}", toml_string(interval));
+    }
     out
 }
 

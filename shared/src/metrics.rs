@@ -93,6 +93,9 @@ metrics! {
     MODEL_QUEUE_DEPTH = "aisemble_model_queue_depth", Gauge, "Inference requests waiting in a queue.";
     CIRCUIT_BREAKER_STATE = "aisemble_circuit_breaker_state", Gauge, "Circuit breaker state of an application: 0 closed, 1 open, 2 half-open.";
     PUSH_EVENTS_TOTAL = "aisemble_agent_push_events_total", Counter, "Events pushed to the agent's local endpoint, by result (accepted or rejected).";
+    LOG_LINES_TOTAL = "aisemble_agent_log_lines_total", Counter, "Log lines the agent journaled, by source (file or push).";
+    LOG_LINES_TRUNCATED_TOTAL = "aisemble_agent_log_lines_truncated_total", Counter, "Log lines from files cut to the agent's longest line (64 KiB).";
+    LOG_LINES_DROPPED_TOTAL = "aisemble_agent_log_lines_dropped_total", Counter, "Log lines the agent did not journal, by reason (paused: pushed while monitoring was paused; journal: the journal refused their batch).";
     SCRAPE_UP = "aisemble_scrape_up", Gauge, "1 when the last scrape of a local endpoint succeeded, else 0.";
     SCRAPE_DURATION_SECONDS = "aisemble_scrape_duration_seconds", Gauge, "Duration of the last scrape of a local endpoint.";
     SCRAPE_SAMPLES = "aisemble_scrape_samples", Gauge, "Samples kept from the last scrape of a local endpoint, after mapping.";

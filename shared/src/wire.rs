@@ -252,6 +252,101 @@ pub enum Record {
     Metrics(MetricRecord),
     /// Things that happened (a health check changed state), at one instant.
     Events(EventRecord),
+    /// Log lines read from files or pushed by applications, in the order they were read.
+    Logs(LogRecord),
+}
+
+/// Log lines journaled together (one batch of a file's new lines, or of pushed lines).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    /// The lines, each with its own timestamp.
+    pub entries: Vec<LogEntry>,
+}
+
+/// One log line (SPEC §8). The host is the agent's certificate name, set by the control plane.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    /// Milliseconds since the Unix epoch: the line's own timestamp when it has one, else when
+    /// the agent read it.
+    pub timestamp_ms: i64,
+    /// Severity.
+    pub level: LogLevel,
+    /// The service the line belongs to (configured per file, or given by the pusher).
+    pub service: String,
+    /// The message text.
+    pub message: String,
+    /// Structured fields other than the ones above, as the text of one JSON object (`""` when
+    /// there are none). Text, because the codec cannot carry arbitrary JSON values.
+    pub context: String,
+    /// Trace id, when the line carries one.
+    pub trace_id: Option<String>,
+    /// Request id, when the line carries one.
+    pub request_id: Option<String>,
+}
+
+/// A log line's severity, from least to most severe. Lowercase in JSON (the codec encodes the
+/// variant's index, not its name).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// `trace`.
+    Trace,
+    /// `debug`.
+    Debug,
+    /// `info` (also what a line without a recognisable level gets).
+    Info,
+    /// `warn` / `warning`.
+    Warn,
+    /// `error`.
+    Error,
+    /// `critical` / `fatal` / `panic`.
+    Critical,
+}
+
+impl LogLevel {
+    /// Every level, least severe first.
+    pub const ALL: [Self; 6] = [
+        Self::Trace,
+        Self::Debug,
+        Self::Info,
+        Self::Warn,
+        Self::Error,
+        Self::Critical,
+    ];
+
+    /// The level's lowercase name, as the API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// Reads a level name the way log libraries spell them (case-insensitive; `warning`,
+    /// `err`, `fatal`, `panic`, `crit`, `emerg` and `alert` included).
+    pub fn parse(name: &str) -> Option<Self> {
+        let lower = name.trim().to_ascii_lowercase();
+        Some(match lower.as_str() {
+            "trace" | "trc" => Self::Trace,
+            "debug" | "dbg" => Self::Debug,
+            "info" | "inf" | "information" | "notice" => Self::Info,
+            "warn" | "warning" | "wrn" => Self::Warn,
+            "error" | "err" | "eror" => Self::Error,
+            "critical" | "crit" | "fatal" | "panic" | "emerg" | "emergency" | "alert" => {
+                Self::Critical
+            }
+            _ => return None,
+        })
+    }
+
+    /// Whether the line counts as an error (the `error` retention class and error rates).
+    pub fn is_error(self) -> bool {
+        self >= Self::Error
+    }
 }
 
 /// Events observed at one instant.
@@ -356,6 +451,8 @@ pub enum RecordRef<'a> {
     Metrics(#[serde(borrow)] MetricRecordRef<'a>),
     /// Events: rare, so decoded into owned values.
     Events(EventRecord),
+    /// Log lines: stored as they are, so decoded into owned values.
+    Logs(LogRecord),
 }
 
 /// A borrowed [`MetricRecord`].
@@ -414,4 +511,237 @@ impl<'a> From<&'a Sample> for SampleRef<'a> {
             value: sample.value,
         }
     }
+}
+
+/// QUIC application protocol of an enrollment connection: an agent without a certificate yet
+/// (`aisemble-agent enroll`) trades a one-time token and a CSR for one, on the same port as
+/// telemetry. The exchange, one frame each way per step, on one bidirectional stream:
+///
+/// ```text
+/// agent                                   control plane
+///   EnrollRequest::Discover { token_id } ->
+///         <-------------------------------  EnrollResponse::Ca { ca_pem, mac } | Refused
+///   (trust the CA: its fingerprint is the one given, or the mac proves the server knows the
+///    token; check the TLS certificate the server presented against it; only then:)
+///   EnrollRequest::Enroll { token, .. } -->
+///         <-------------------------------  EnrollResponse::Issued { cert_pem } | Refused
+/// ```
+pub const ENROLL_ALPN: &[u8] = b"aisemble-enroll/1";
+
+/// Prefix of every enrollment token: `asbe_<id>.<secret>` (API tokens are `asb_`).
+pub const ENROLLMENT_TOKEN_PREFIX: &str = "asbe_";
+
+/// The public id of an enrollment token, if `token` has the shape of one.
+pub fn enrollment_token_id(token: &str) -> Option<&str> {
+    let (id, secret) = token
+        .strip_prefix(ENROLLMENT_TOKEN_PREFIX)?
+        .split_once('.')?;
+    (!id.is_empty() && !secret.is_empty()).then_some(id)
+}
+
+/// A message from an enrolling agent.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnrollRequest {
+    /// Asks for the CA, naming the token by its public id only (the secret is not sent until the
+    /// agent trusts the server).
+    Discover {
+        /// The token's public id (the part before the dot).
+        token_id: String,
+    },
+    /// Trades the whole token and a certificate signing request for a certificate.
+    Enroll {
+        /// The whole token.
+        token: String,
+        /// The agent name asked for (the CSR's common name).
+        name: String,
+        /// PKCS#10 request, PEM.
+        csr_pem: String,
+    },
+}
+
+/// A message from the control plane to an enrolling agent.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnrollResponse {
+    /// The CA certificate, and HMAC-SHA256 over its DER keyed with the SHA-256 of the token:
+    /// proof that the server holds the token, for an agent given no CA fingerprint.
+    Ca {
+        /// CA certificate, PEM.
+        ca_pem: String,
+        /// HMAC-SHA256(key = SHA-256(token), message = CA DER).
+        mac: Vec<u8>,
+    },
+    /// The signed certificate.
+    Issued {
+        /// The agent's certificate, PEM.
+        cert_pem: String,
+        /// The name it was issued to.
+        name: String,
+    },
+    /// No certificate; the connection closes after this.
+    Refused {
+        /// Human-readable reason (unknown, expired or used token, name taken, bad CSR).
+        reason: String,
+    },
+}
+
+/// Most data bytes in one [`TaskMessage::Data`] frame: small enough to interleave with telemetry,
+/// large enough that framing costs nothing.
+pub const TASK_DATA_BYTES: usize = 256 << 10;
+
+/// The first frame on a bidirectional stream the control plane opens on an agent's connection:
+/// a backup or a restore, each on its own stream so bulk data never waits behind (or delays) the
+/// telemetry stream.
+///
+/// ```text
+/// backup:  control plane  TaskRequest::Backup ------------------------>  agent
+///                         <---- (Entry, Data*, EntryEnd)*, Done | Failed
+/// restore: control plane  TaskRequest::Restore, (Entry, Data*, EntryEnd)*, Done --> agent
+///                         <---------------------------------- Done | Failed
+/// ```
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskRequest {
+    /// Read a source and send it.
+    Backup(BackupTask),
+    /// Receive a snapshot and put it in place.
+    Restore(RestoreTask),
+}
+
+/// Read a backup source.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BackupTask {
+    /// The run's id (for the agent's log).
+    pub id: u64,
+    /// The job's name.
+    pub job: String,
+    /// What to read.
+    pub source: BackupSource,
+}
+
+/// What a backup reads on the host.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackupSource {
+    /// Files and directories (recursively), minus those matching an exclude glob.
+    Paths {
+        /// Absolute paths.
+        paths: Vec<String>,
+        /// Glob patterns matched against each absolute path (`**/*.tmp`, `/var/cache/**`).
+        excludes: Vec<String>,
+    },
+    /// A command's standard output, stored as one file (`pg_dump`, `tar -c`, …).
+    Command {
+        /// Program and arguments (no shell).
+        argv: Vec<String>,
+        /// The file name the output is stored under.
+        file_name: String,
+    },
+    /// A PostgreSQL database, through the host's `pg_dump` (custom format).
+    Postgres {
+        /// Connection string (`postgresql://user@127.0.0.1:5432/db`).
+        url: String,
+    },
+    /// A Redis server's dataset, through the host's `redis-cli --rdb`.
+    Redis {
+        /// Server URL (`redis://127.0.0.1:6379`).
+        url: String,
+    },
+}
+
+/// Put a snapshot in place on the host.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RestoreTask {
+    /// The run's id.
+    pub id: u64,
+    /// The snapshot's id (for the agent's log).
+    pub snapshot: String,
+    /// Absolute directory the snapshot's files go under. It is staged beside itself and switched
+    /// into place only when every file arrived with its recorded hash.
+    pub target: String,
+    /// Entries that follow.
+    pub entries: u64,
+    /// Their data bytes.
+    pub bytes: u64,
+}
+
+/// A message on a task stream, in either direction.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskMessage {
+    /// An entry's metadata; a file's data follows in `Data` frames, then `EntryEnd`.
+    Entry(FileEntry),
+    /// Part of the current file's content.
+    Data {
+        /// At most [`TASK_DATA_BYTES`].
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// The current file is complete; its content's SHA-256, so the receiver can check that what
+    /// it got is what was read (backup) or recorded (restore).
+    EntryEnd {
+        /// 32 bytes.
+        #[serde(with = "serde_bytes")]
+        sha256: Vec<u8>,
+    },
+    /// Everything was sent (from the sender) or put in place and verified (from the agent).
+    Done(TaskSummary),
+    /// The task failed; nothing more follows.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a task moved.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TaskSummary {
+    /// Entries (files, directories, links).
+    pub entries: u64,
+    /// File content bytes.
+    pub bytes: u64,
+    /// Entries skipped because they could not be read (backup) or files re-read and found equal
+    /// to the manifest after the switch (restore).
+    pub skipped_or_verified: u64,
+}
+
+/// A file-system entry of a backup.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Relative path, `/`-separated, never `..` or absolute (a backed-up `/etc/hosts` is
+    /// `etc/hosts`; a command's output is its `file_name`).
+    pub path: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Modification time, ms since the Unix epoch.
+    pub mtime_ms: i64,
+    /// Size when read began (files).
+    pub size: u64,
+}
+
+/// Kinds of entries a backup keeps.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// A regular file; its content follows.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link, with its target.
+    Symlink(String),
+}
+
+/// Whether `path` is a safe relative entry path: not empty, not absolute, no `.`, `..` or empty
+/// components, no NUL. Both ends check it: the agent before writing anything, the control plane
+/// before storing a manifest.
+pub fn is_safe_entry_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }

@@ -8,8 +8,8 @@ use std::{path::Path, time::Duration};
 use aisemble_shared::{
     codec::{self, FrameDecoder},
     wire::{
-        AgentMessage, Batch, BufferStats, Compression, ControlMessage, JournalEntry, MetricRecord,
-        Record, Sample,
+        AgentMessage, Batch, BufferStats, Compression, ControlMessage, JournalEntry, LogEntry,
+        LogRecord, MetricRecord, Record, Sample,
     },
 };
 
@@ -76,8 +76,6 @@ impl FakeAgent {
     /// # Panics
     /// When the control plane does not acknowledge it within 10 s.
     pub async fn send(&mut self, t_ms: i64, samples: &[TestSample<'_>]) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
         let record = Record::Metrics(MetricRecord {
             timestamp_ms: t_ms,
             samples: samples
@@ -89,10 +87,28 @@ impl FakeAgent {
                 })
                 .collect(),
         });
+        self.send_record(&record).await;
+    }
+
+    /// Sends one record of log lines, and waits for its ack.
+    ///
+    /// # Panics
+    /// When the control plane does not acknowledge it within 10 s.
+    pub async fn send_logs(&mut self, entries: Vec<LogEntry>) {
+        self.send_record(&Record::Logs(LogRecord { entries })).await;
+    }
+
+    /// Sends one record, and waits for its ack.
+    ///
+    /// # Panics
+    /// When the control plane does not acknowledge it within 10 s.
+    pub async fn send_record(&mut self, record: &Record) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let payload = codec::encode_entries(
             &[JournalEntry {
                 seq,
-                record: codec::encode_record(&record).expect("encodes"),
+                record: codec::encode_record(record).expect("encodes"),
             }],
             Compression::Zstd,
         )

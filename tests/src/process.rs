@@ -68,10 +68,29 @@ impl Lines {
     }
 }
 
+/// Sends `signal` to one process (never through a `kill` command: see `signal_group`).
+pub fn signal(pid: u32, signal: rustix::process::Signal) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// Sends `signal` to the process group led by `leader`. Not `kill -SIG -PGID`: procps-ng 4.0.2
+/// parses that as pid -1 and signals every process on the machine (the CI runner included).
+pub fn signal_group(leader: u32, signal: rustix::process::Signal) {
+    if let Some(pid) = i32::try_from(leader)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
+}
+
 fn terminate(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    signal(child.id(), rustix::process::Signal::TERM);
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

@@ -138,6 +138,11 @@ impl Aggregator {
         self.apply_all(std::slice::from_ref(event))
     }
 
+    /// Counts events taken elsewhere (log lines, queued for the journal).
+    pub(crate) fn count_accepted(&mut self, n_events: u64) {
+        self.accepted += n_events;
+    }
+
     /// Counts events refused before they reached the aggregator (malformed input).
     pub(crate) fn count_rejected(&mut self, n_events: u64) {
         self.rejected += n_events;

@@ -5,9 +5,13 @@
 //! One flat struct receives every event type, so that serde reads an object in one pass (an
 //! internally tagged enum would buffer each object first); fields that do not belong to the
 //! event's type are then refused by hand, as unknown fields are by serde.
+//!
+//! Metric events ([`Event`]) go to the aggregator; log events ([`LogLine`]) go to the log batcher
+//! as lines. [`Pushed`] is either.
 
 use std::{borrow::Cow, fmt};
 
+use aisemble_shared::wire::{LogEntry, LogLevel};
 use serde::{
     Deserialize, Deserializer,
     de::{self, DeserializeSeed, SeqAccess, Visitor},
@@ -15,6 +19,52 @@ use serde::{
 
 /// Longest label value accepted (model, provider, service, kind, name), in bytes.
 pub const MAX_LABEL_BYTES: usize = 128;
+
+/// Longest log `message`, and longest log `context` as JSON text, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
+
+/// One checked pushed event: a metric event for the aggregator, or a log line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Pushed<'a> {
+    /// Aggregated into series.
+    Metric(Event<'a>),
+    /// Journaled as a line.
+    Log(LogLine<'a>),
+}
+
+/// A checked log event.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LogLine<'a> {
+    /// Severity (`info` when not given).
+    pub(crate) level: LogLevel,
+    /// Service.
+    pub(crate) service: Cow<'a, str>,
+    /// The text.
+    pub(crate) message: Cow<'a, str>,
+    /// Milliseconds since the epoch, when given.
+    pub(crate) timestamp_ms: Option<i64>,
+    /// A JSON object's text, or empty.
+    pub(crate) context: String,
+    /// Trace id, when given.
+    pub(crate) trace_id: Option<Cow<'a, str>>,
+    /// Request id, when given.
+    pub(crate) request_id: Option<Cow<'a, str>>,
+}
+
+impl LogLine<'_> {
+    /// The journaled entry; `received_ms` is its time when it carries none.
+    pub(crate) fn into_entry(self, received_ms: i64) -> LogEntry {
+        LogEntry {
+            timestamp_ms: self.timestamp_ms.unwrap_or(received_ms),
+            level: self.level,
+            service: self.service.into_owned(),
+            message: self.message.into_owned(),
+            context: self.context,
+            trace_id: self.trace_id.map(Cow::into_owned),
+            request_id: self.request_id.map(Cow::into_owned),
+        }
+    }
+}
 
 /// One checked event.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,7 +194,7 @@ impl fmt::Display for BodyError {
 ///
 /// # Errors
 /// The first bad event, by index; nothing is returned for a body with a bad event.
-pub(crate) fn parse_body(body: &[u8], ndjson: bool) -> Result<Vec<Event<'_>>, BodyError> {
+pub(crate) fn parse_body(body: &[u8], ndjson: bool) -> Result<Vec<Pushed<'_>>, BodyError> {
     let first = body.iter().position(|b| !b.is_ascii_whitespace());
     let Some(first) = first else {
         return Err(BodyError {
@@ -172,7 +222,7 @@ pub(crate) fn parse_body(body: &[u8], ndjson: bool) -> Result<Vec<Event<'_>>, Bo
             });
         }
     } else {
-        let stream = serde_json::Deserializer::from_slice(body).into_iter::<Event<'_>>();
+        let stream = serde_json::Deserializer::from_slice(body).into_iter::<Pushed<'_>>();
         for event in stream {
             match event {
                 Ok(event) => events.push(event),
@@ -193,7 +243,7 @@ pub(crate) fn parse_body(body: &[u8], ndjson: bool) -> Result<Vec<Event<'_>>, Bo
 ///
 /// # Errors
 /// What is wrong with the event, naming the field.
-pub(crate) fn parse_line(line: &[u8]) -> Result<Option<Event<'_>>, String> {
+pub(crate) fn parse_line(line: &[u8]) -> Result<Option<Pushed<'_>>, String> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -216,7 +266,7 @@ fn describe(error: &serde_json::Error) -> String {
 
 /// Reads an array of events into `out`, so that on error the caller knows how many were read.
 struct EventSeq<'v, 'a> {
-    out: &'v mut Vec<Event<'a>>,
+    out: &'v mut Vec<Pushed<'a>>,
 }
 
 impl<'de> DeserializeSeed<'de> for EventSeq<'_, 'de> {
@@ -235,14 +285,14 @@ impl<'de> Visitor<'de> for EventSeq<'_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(event) = seq.next_element::<Event<'de>>()? {
+        while let Some(event) = seq.next_element::<Pushed<'de>>()? {
             self.out.push(event);
         }
         Ok(())
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Event<'a> {
+impl<'de: 'a, 'a> Deserialize<'de> for Pushed<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         RawEvent::deserialize(deserializer)?
             .check()
@@ -291,6 +341,7 @@ enum EventType {
     Connections,
     Error,
     CircuitBreaker,
+    Log,
 }
 
 impl EventType {
@@ -301,6 +352,7 @@ impl EventType {
             Self::Connections => "connections",
             Self::Error => "error",
             Self::CircuitBreaker => "circuit_breaker",
+            Self::Log => "log",
         }
     }
 }
@@ -339,11 +391,23 @@ struct RawEvent<'a> {
     name: Option<LabelValue<'a>>,
     #[serde(default)]
     state: Option<BreakerState>,
+    #[serde(default, borrow)]
+    level: Option<LabelValue<'a>>,
+    #[serde(default, borrow)]
+    message: Option<LabelValue<'a>>,
+    #[serde(default)]
+    timestamp: Option<Timestamp>,
+    #[serde(default)]
+    context: Option<Context>,
+    #[serde(default, borrow)]
+    trace_id: Option<LabelValue<'a>>,
+    #[serde(default, borrow)]
+    request_id: Option<LabelValue<'a>>,
 }
 
 impl<'a> RawEvent<'a> {
     /// Checks the fields against the event's type.
-    fn check(self) -> Result<Event<'a>, String> {
+    fn check(self) -> Result<Pushed<'a>, String> {
         let ty = self.kind_of_event;
         let present = [
             ("model", self.model.is_some()),
@@ -360,6 +424,12 @@ impl<'a> RawEvent<'a> {
             ("kind", self.kind.is_some()),
             ("name", self.name.is_some()),
             ("state", self.state.is_some()),
+            ("level", self.level.is_some()),
+            ("message", self.message.is_some()),
+            ("timestamp", self.timestamp.is_some()),
+            ("context", self.context.is_some()),
+            ("trace_id", self.trace_id.is_some()),
+            ("request_id", self.request_id.is_some()),
         ];
         let allowed: &[&str] = match ty {
             EventType::Inference => &[
@@ -376,6 +446,15 @@ impl<'a> RawEvent<'a> {
             EventType::Connections => &["service", "active"],
             EventType::Error => &["service", "kind"],
             EventType::CircuitBreaker => &["name", "state"],
+            EventType::Log => &[
+                "level",
+                "service",
+                "message",
+                "timestamp",
+                "context",
+                "trace_id",
+                "request_id",
+            ],
         };
         if let Some((field, _)) = present
             .iter()
@@ -387,7 +466,7 @@ impl<'a> RawEvent<'a> {
                 allowed.join("`, `")
             ));
         }
-        Ok(match ty {
+        Ok(Pushed::Metric(match ty {
             EventType::Inference => Event::Inference(Inference {
                 model: label("model", self.model)?,
                 provider: match self.provider {
@@ -432,7 +511,102 @@ impl<'a> RawEvent<'a> {
                 name: label("name", self.name)?,
                 state: required("state", self.state)?,
             },
+            EventType::Log => return self.check_log().map(Pushed::Log),
+        }))
+    }
+
+    /// Checks a log event's fields (the others are already refused).
+    fn check_log(self) -> Result<LogLine<'a>, String> {
+        let level = match self.level {
+            None => LogLevel::Info,
+            Some(LabelValue(name)) => LogLevel::parse(&name).ok_or_else(|| {
+                format!(
+                    "`level` {name:?} is not a log level; use trace, debug, info, warn, error \
+                     or critical"
+                )
+            })?,
+        };
+        let message = required("message", self.message)?.0;
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(format!(
+                "`message` is longer than {MAX_MESSAGE_BYTES} bytes ({})",
+                message.len()
+            ));
+        }
+        let context = self.context.map_or_else(String::new, |c| c.0);
+        if context.len() > MAX_MESSAGE_BYTES {
+            return Err(format!(
+                "`context` is longer than {MAX_MESSAGE_BYTES} bytes as JSON ({})",
+                context.len()
+            ));
+        }
+        Ok(LogLine {
+            level,
+            service: label("service", self.service)?,
+            message,
+            timestamp_ms: self.timestamp.map(|t| t.0),
+            context,
+            trace_id: optional_id("trace_id", self.trace_id)?,
+            request_id: optional_id("request_id", self.request_id)?,
         })
+    }
+}
+
+/// A log event's `timestamp`: a Unix time in seconds, milliseconds, microseconds or nanoseconds
+/// (told by its size), or an RFC 3339 string with an offset; as milliseconds since the epoch.
+#[derive(Debug)]
+struct Timestamp(i64);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimestampVisitor;
+
+        const PROBLEM: &str = "`timestamp` must be a Unix time (a number >= 0) or an RFC 3339 \
+                               time with an offset (\"2024-05-01T12:00:00.123Z\")";
+
+        impl Visitor<'_> for TimestampVisitor {
+            type Value = Timestamp;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Unix time or an RFC 3339 string")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                self.visit_f64(v as f64)
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                self.visit_f64(v as f64)
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                crate::logs::epoch_ms(v)
+                    .map(Timestamp)
+                    .ok_or_else(|| E::custom(format!("{PROBLEM}, not {v}")))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                crate::logs::rfc3339_ms(v)
+                    .map(Timestamp)
+                    .ok_or_else(|| E::custom(format!("{PROBLEM}, not {v:?}")))
+            }
+        }
+
+        deserializer.deserialize_any(TimestampVisitor)
+    }
+}
+
+/// A log event's `context`: a JSON object, kept as its text.
+#[derive(Debug)]
+struct Context(String);
+
+impl<'de> Deserialize<'de> for Context {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Object(object) if object.is_empty() => Ok(Self(String::new())),
+            object @ serde_json::Value::Object(_) => Ok(Self(object.to_string())),
+            _ => Err(de::Error::custom("`context` must be a JSON object")),
+        }
     }
 }
 
@@ -452,6 +626,21 @@ fn label<'a>(field: &str, value: Option<LabelValue<'a>>) -> Result<Cow<'a, str>,
         ));
     }
     Ok(value)
+}
+
+/// An optional identifier: empty means absent; at most [`MAX_LABEL_BYTES`].
+fn optional_id<'a>(
+    field: &str,
+    value: Option<LabelValue<'a>>,
+) -> Result<Option<Cow<'a, str>>, String> {
+    match value {
+        Some(LabelValue(value)) if value.len() > MAX_LABEL_BYTES => Err(format!(
+            "`{field}` is longer than {MAX_LABEL_BYTES} bytes ({})",
+            value.len()
+        )),
+        Some(LabelValue(value)) if !value.is_empty() => Ok(Some(value)),
+        _ => Ok(None),
+    }
 }
 
 fn non_negative(field: &str, value: f64) -> Result<f64, String> {

@@ -5,6 +5,11 @@
 //! the first bad event refuses the body with 400 naming its 1-based index and the field. Bodies
 //! larger than `max_body` get 413.
 //!
+//! Metric events are applied to the aggregator; log events are then queued for the journal (the
+//! answer waits while the log batcher is behind). While monitoring is paused, log events are
+//! dropped: the answer says how many (`"dropped"`), and metric events in the body still count. A
+//! stopping agent answers 503.
+//!
 //! Bounded: at most [`MAX_BODIES_IN_FLIGHT`] bodies are buffered at once, and at most
 //! [`MAX_HTTP_CONNECTIONS`] connections are served (more wait to be accepted). A connection that
 //! sends nothing for [`IDLE_TIMEOUT`] is closed, so idle keep-alive connections cannot hold every
@@ -43,6 +48,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Aggregator, event, lock};
+use crate::{
+    logs::{Handed, LogSender},
+    status::now_ms,
+};
 
 /// Bodies buffered and parsed at once.
 pub(crate) const MAX_BODIES_IN_FLIGHT: usize = 4;
@@ -79,6 +88,7 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 struct AppState {
     aggregator: Arc<Mutex<Aggregator>>,
+    logs: LogSender,
     max_body: usize,
     bodies: Arc<Semaphore>,
 }
@@ -87,11 +97,12 @@ struct AppState {
 pub(crate) async fn serve(
     listener: TcpListener,
     aggregator: Arc<Mutex<Aggregator>>,
+    logs: LogSender,
     max_body: usize,
     limits: Limits,
     shutdown: CancellationToken,
 ) {
-    let app = router(aggregator, max_body);
+    let app = router(aggregator, logs, max_body);
     let listener = LimitedListener {
         inner: listener,
         permits: Arc::new(Semaphore::new(limits.max_connections)),
@@ -104,9 +115,10 @@ pub(crate) async fn serve(
 }
 
 /// The push endpoint's routes.
-fn router(aggregator: Arc<Mutex<Aggregator>>, max_body: usize) -> Router {
+fn router(aggregator: Arc<Mutex<Aggregator>>, logs: LogSender, max_body: usize) -> Router {
     let state = AppState {
         aggregator,
+        logs,
         max_body,
         bodies: Arc::new(Semaphore::new(MAX_BODIES_IN_FLIGHT)),
     };
@@ -131,6 +143,8 @@ enum PushError {
     Read(String),
     /// An event is bad, or would exceed `push.max_keys`.
     Invalid(String),
+    /// The agent is stopping and takes no more log lines.
+    Stopping,
 }
 
 impl IntoResponse for PushError {
@@ -145,6 +159,10 @@ impl IntoResponse for PushError {
             ),
             Self::Read(message) => (StatusCode::BAD_REQUEST, message),
             Self::Invalid(message) => (StatusCode::BAD_REQUEST, message),
+            Self::Stopping => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the agent is stopping; send the log events again once it is back".into(),
+            ),
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()
     }
@@ -179,22 +197,58 @@ async fn post_events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/x-ndjson"));
     // Parse before taking the lock; apply under one lock.
-    let parsed = event::parse_body(&body, ndjson);
-    let mut aggregator = lock(&state.aggregator);
-    match parsed {
-        Ok(events) => match aggregator.apply_all(&events) {
-            Ok(()) => {
-                drop(aggregator);
-                Ok(Json(serde_json::json!({ "accepted": events.len() })))
-            }
-            Err(refusal) => Err(PushError::Invalid(format!(
-                "event {}: {refusal}",
-                refusal.idx + 1
-            ))),
-        },
+    let pushed = match event::parse_body(&body, ndjson) {
+        Ok(pushed) => pushed,
         Err(error) => {
-            aggregator.count_rejected(error.n_read as u64 + 1);
-            Err(PushError::Invalid(error.to_string()))
+            lock(&state.aggregator).count_rejected(error.n_read as u64 + 1);
+            return Err(PushError::Invalid(error.to_string()));
+        }
+    };
+    let n_events = pushed.len();
+    let mut metrics = Vec::with_capacity(n_events);
+    // The body index of each metric event, to name a refused one.
+    let mut metric_idx = Vec::with_capacity(n_events);
+    let mut lines = Vec::new();
+    for (idx, item) in pushed.into_iter().enumerate() {
+        match item {
+            event::Pushed::Metric(event) => {
+                metrics.push(event);
+                metric_idx.push(idx);
+            }
+            event::Pushed::Log(line) => lines.push(line),
+        }
+    }
+    let n_lines = lines.len() as u64;
+    {
+        let mut aggregator = lock(&state.aggregator);
+        if let Err(refusal) = aggregator.apply_all(&metrics) {
+            // The body is refused whole: its log events too.
+            aggregator.count_rejected(n_lines);
+            let idx = metric_idx.get(refusal.idx).copied().unwrap_or(refusal.idx);
+            return Err(PushError::Invalid(format!("event {}: {refusal}", idx + 1)));
+        }
+    }
+    if lines.is_empty() {
+        return Ok(Json(serde_json::json!({ "accepted": n_events })));
+    }
+    let received_ms = now_ms();
+    let entries = lines
+        .into_iter()
+        .map(|line| line.into_entry(received_ms))
+        .collect();
+    match state.logs.send(entries).await {
+        Handed::Queued => {
+            lock(&state.aggregator).count_accepted(n_lines);
+            Ok(Json(serde_json::json!({ "accepted": n_events })))
+        }
+        Handed::Paused => Ok(Json(serde_json::json!({
+            "accepted": metrics.len(),
+            "dropped": n_lines,
+            "warning": "monitoring is paused by the control plane; log lines are not collected",
+        }))),
+        Handed::Stopping => {
+            lock(&state.aggregator).count_rejected(n_lines);
+            Err(PushError::Stopping)
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The local push endpoint: applications report inference and request events over loopback HTTP
 //! or a Unix socket; the agent aggregates them into counters and histograms and journals series
-//! at each collection tick, never one record per event.
+//! at each collection tick, never one record per event. Log events (`"type":"log"`) are not
+//! aggregated: each is a log line, handed to the log batcher (`crate::logs`), which journals them
+//! in batches with file lines.
 //!
 //! - `event.rs`: the event format, parsed from bytes with borrowed strings and checked once.
 //! - `aggregate.rs`: the pure [`Aggregator`] (cumulative counters, gauges, histograms), bounded
@@ -16,7 +18,9 @@
 //! `aisemble_agent_push_events_total{result="rejected"}` counts events not applied: each bad
 //! socket line; for a refused HTTP body, the events read up to and including the bad one (reading
 //! stops there), or all of them when a new key would exceed `max_keys`; 1 for a body over
-//! `max_body`.
+//! `max_body`; log events the stopping agent no longer takes. `result="accepted"` counts metric
+//! events applied and log events queued for the journal. Log events dropped while monitoring is
+//! paused are neither: `aisemble_agent_log_lines_dropped_total{reason="paused"}` counts them.
 //!
 //! Bounded memory: `max_keys` keys; at most 4 HTTP bodies buffered at once, 64 HTTP and 64 socket
 //! connections, idle HTTP connections closed after 30 s, socket lines of at most 64 KiB.
@@ -40,10 +44,13 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::collect::{CollectError, Collector};
+use crate::{
+    collect::{CollectError, Collector},
+    logs::LogSender,
+};
 
 pub use aggregate::{Aggregator, BUCKETS};
-pub use event::MAX_LABEL_BYTES;
+pub use event::{MAX_LABEL_BYTES, MAX_MESSAGE_BYTES};
 
 /// Default `push.max_keys`.
 pub const DEFAULT_MAX_KEYS: usize = 1000;
@@ -190,9 +197,13 @@ impl Collector for PushCollector {
 pub async fn serve(
     settings: PushSettings,
     aggregator: Arc<Mutex<Aggregator>>,
+    logs: LogSender,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    bind(&settings).await?.serve(aggregator, shutdown).await;
+    bind(&settings)
+        .await?
+        .serve(aggregator, logs, shutdown)
+        .await;
     Ok(())
 }
 
@@ -250,7 +261,12 @@ impl Listeners {
     ///
     /// # Cancel safety
     /// As [`serve`].
-    pub async fn serve(self, aggregator: Arc<Mutex<Aggregator>>, shutdown: CancellationToken) {
+    pub async fn serve(
+        self,
+        aggregator: Arc<Mutex<Aggregator>>,
+        logs: LogSender,
+        shutdown: CancellationToken,
+    ) {
         let http_addr = self.http_addr();
         let socket_path = self.socket.as_ref().map(|s| s.path().to_owned());
         info!(http = ?http_addr, socket = ?socket_path, "Push endpoint listening.");
@@ -258,13 +274,22 @@ impl Listeners {
             if let Some(listener) = self.http {
                 let aggregator = Arc::clone(&aggregator);
                 let (max_body, limits) = (self.max_body, self.http_limits);
-                http::serve(listener, aggregator, max_body, limits, shutdown.clone()).await;
+                let logs = logs.clone();
+                http::serve(
+                    listener,
+                    aggregator,
+                    logs,
+                    max_body,
+                    limits,
+                    shutdown.clone(),
+                )
+                .await;
             }
         };
         let socket = async {
             if let Some(listener) = self.socket {
                 listener
-                    .serve(Arc::clone(&aggregator), shutdown.clone())
+                    .serve(Arc::clone(&aggregator), logs.clone(), shutdown.clone())
                     .await;
             }
         };

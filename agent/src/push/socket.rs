@@ -6,6 +6,10 @@
 //! client that never reads cannot stall the agent, and replies beyond [`MAX_PENDING_REPLIES`]
 //! bytes are dropped (the summary still counts them).
 //!
+//! Log lines are queued for the journal after each read's metric events are applied (reading
+//! waits while the log batcher is behind). While monitoring is paused they are dropped, and the
+//! summary counts them as `"dropped"` (present only when some were).
+//!
 //! Bounded: lines longer than [`MAX_LINE_BYTES`] are refused and skipped, and at most
 //! [`MAX_SOCKET_CONNECTIONS`] connections are served at once (more wait to be accepted).
 
@@ -17,6 +21,7 @@ use std::{
     time::Duration,
 };
 
+use aisemble_shared::wire::LogEntry;
 use anyhow::Context as _;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -28,6 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, debug_span, warn};
 
 use super::{Aggregator, MAX_LINE_BYTES, MAX_SOCKET_CONNECTIONS, event, lock};
+use crate::{
+    logs::{Handed, LogSender},
+    status::now_ms,
+};
 
 /// Bytes read at a time.
 const READ_CHUNK: usize = 16 << 10;
@@ -79,6 +88,7 @@ impl SocketListener {
     pub(crate) async fn serve(
         self,
         aggregator: Arc<Mutex<Aggregator>>,
+        logs: LogSender,
         shutdown: CancellationToken,
     ) {
         let permits = Arc::new(Semaphore::new(MAX_SOCKET_CONNECTIONS));
@@ -108,12 +118,13 @@ impl SocketListener {
             };
             n_connections += 1;
             let aggregator = Arc::clone(&aggregator);
+            let logs = logs.clone();
             let shutdown = shutdown.clone();
             let span = debug_span!("push_connection", connection = n_connections);
             connections.spawn(
                 async move {
                     tokio::select! {
-                        result = serve_connection(stream, &aggregator) => {
+                        result = serve_connection(stream, &aggregator, &logs) => {
                             if let Err(error) = result {
                                 debug!(%error, "Push socket connection ended.");
                             }
@@ -148,6 +159,8 @@ struct Connection {
     n_lines: u64,
     n_accepted: u64,
     n_rejected: u64,
+    /// Log lines dropped while monitoring was paused.
+    n_dropped: u64,
     /// In the middle of an over-long line: discard up to the next newline.
     skipping: bool,
     /// Replies not yet written.
@@ -157,6 +170,7 @@ struct Connection {
 async fn serve_connection(
     mut stream: UnixStream,
     aggregator: &Mutex<Aggregator>,
+    logs: &LogSender,
 ) -> io::Result<()> {
     let mut conn = Connection::default();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -179,7 +193,8 @@ async fn serve_connection(
         }
         if let Some(end) = buf[start..].iter().rposition(|b| *b == b'\n') {
             let end = start + end;
-            conn.apply_lines(&buf[start..end], aggregator);
+            let lines = conn.apply_lines(&buf[start..end], aggregator);
+            conn.send_logs(lines, aggregator, logs).await;
             start = end + 1;
         }
         buf.drain(..start);
@@ -198,12 +213,16 @@ async fn serve_connection(
     }
     // The client half-closed: apply a last line without its newline, then answer and close.
     if !conn.skipping && !buf.is_empty() {
-        conn.apply_lines(&buf, aggregator);
+        let lines = conn.apply_lines(&buf, aggregator);
+        conn.send_logs(lines, aggregator, logs).await;
     }
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "accepted": conn.n_accepted,
         "rejected": conn.n_rejected,
     });
+    if conn.n_dropped > 0 {
+        summary["dropped"] = conn.n_dropped.into();
+    }
     conn.replies
         .extend_from_slice(summary.to_string().as_bytes());
     conn.replies.push(b'\n');
@@ -217,10 +236,12 @@ async fn serve_connection(
 }
 
 impl Connection {
-    /// Parses `lines` (newline-separated, without the last newline), then applies the good ones
-    /// under one lock, each on its own.
-    fn apply_lines(&mut self, lines: &[u8], aggregator: &Mutex<Aggregator>) {
+    /// Parses `lines` (newline-separated, without the last newline), then applies the good metric
+    /// events under one lock, each on its own; returns the good log lines.
+    fn apply_lines(&mut self, lines: &[u8], aggregator: &Mutex<Aggregator>) -> Vec<LogEntry> {
+        let received_ms = now_ms();
         let mut events = Vec::new();
+        let mut log_lines = Vec::new();
         let mut n_bad = 0;
         for line in lines.split(|b| *b == b'\n') {
             self.n_lines += 1;
@@ -230,7 +251,8 @@ impl Connection {
                 continue;
             }
             match event::parse_line(line) {
-                Ok(Some(event)) => events.push((self.n_lines, event)),
+                Ok(Some(event::Pushed::Metric(event))) => events.push((self.n_lines, event)),
+                Ok(Some(event::Pushed::Log(line))) => log_lines.push(line.into_entry(received_ms)),
                 Ok(None) => {}
                 Err(message) => {
                     n_bad += 1;
@@ -251,6 +273,31 @@ impl Connection {
         }
         for (line_no, refusal) in refused {
             self.refuse_line(line_no, refusal.to_string());
+        }
+        log_lines
+    }
+
+    /// Queues good log lines for the journal.
+    async fn send_logs(
+        &mut self,
+        lines: Vec<LogEntry>,
+        aggregator: &Mutex<Aggregator>,
+        logs: &LogSender,
+    ) {
+        let n_lines = lines.len() as u64;
+        if n_lines == 0 {
+            return;
+        }
+        match logs.send(lines).await {
+            Handed::Queued => {
+                self.n_accepted += n_lines;
+                lock(aggregator).count_accepted(n_lines);
+            }
+            Handed::Paused => self.n_dropped += n_lines,
+            Handed::Stopping => {
+                self.n_rejected += n_lines;
+                lock(aggregator).count_rejected(n_lines);
+            }
         }
     }
 

@@ -5,15 +5,27 @@ use std::{
     time::Duration,
 };
 
-use aisemble_shared::{config::PushSection, units::ByteSize, wire::Sample};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use aisemble_shared::{
+    codec::decode_record,
+    config::PushSection,
+    units::ByteSize,
+    wire::{LogEntry, LogLevel, MonitoringState, Record, Sample},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    sync::watch,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Aggregator, MAX_LINE_BYTES, PushCollector, PushSettings,
     event::{self, Event},
 };
-use crate::collect::Collector as _;
+use crate::{
+    collect::Collector as _,
+    journal::{Journal, MemoryJournal},
+    sink::RecordSink,
+};
 
 // ---- Parsing ----------------------------------------------------------------------------------
 
@@ -85,7 +97,7 @@ fn bad_events_are_named_by_index_and_field() {
         false,
         Err(
             "event 1: unknown variant `metric`, expected one of `inference`, `request`, \
-             `connections`, `error`, `circuit_breaker`",
+             `connections`, `error`, `circuit_breaker`, `log`",
         ),
     );
     check_body(
@@ -154,11 +166,138 @@ fn labels_borrow_the_body_unless_escaped() {
         false,
     )
     .expect("parses");
-    let Event::Error { service, kind } = &events[0] else {
+    let event::Pushed::Metric(Event::Error { service, kind }) = &events[0] else {
         panic!("not an error event: {events:?}");
     };
     assert!(matches!(service, std::borrow::Cow::Borrowed("api")));
     assert!(matches!(kind, std::borrow::Cow::Owned(k) if k == "timeout"));
+}
+
+const LOG: &str = r#"{"type":"log","level":"error","service":"api","message":"upstream timed out","timestamp":"2024-05-01T12:00:00.250Z","context":{"route":"/v1/chat","attempt":2},"trace_id":"4bf92f3577b34da6","request_id":"req-1"}"#;
+
+/// Parses one log event line; the entry it journals (received at `received_ms`) or the error.
+#[track_caller]
+fn check_log(line: &str, received_ms: i64, expected: Result<LogEntry, &str>) {
+    let parsed = match event::parse_line(line.as_bytes()) {
+        Ok(Some(event::Pushed::Log(log))) => Ok(log.into_entry(received_ms)),
+        Ok(other) => panic!("not a log event: {other:?}"),
+        Err(message) => Err(message),
+    };
+    assert_eq!(
+        parsed.as_ref().map_err(String::as_str),
+        expected.as_ref().map_err(|e| *e),
+        "line: {line}"
+    );
+}
+
+fn log_entry(level: LogLevel, message: &str, timestamp_ms: i64) -> LogEntry {
+    LogEntry {
+        timestamp_ms,
+        level,
+        service: "api".into(),
+        message: message.into(),
+        context: String::new(),
+        trace_id: None,
+        request_id: None,
+    }
+}
+
+#[test]
+fn log_events_become_entries() {
+    check_log(
+        LOG,
+        1,
+        Ok(LogEntry {
+            context: r#"{"attempt":2,"route":"/v1/chat"}"#.into(),
+            trace_id: Some("4bf92f3577b34da6".into()),
+            request_id: Some("req-1".into()),
+            ..log_entry(LogLevel::Error, "upstream timed out", 1_714_564_800_250)
+        }),
+    );
+    // Only service and message are required: info, received now, no context or ids.
+    check_log(
+        r#"{"type":"log","service":"api","message":"started"}"#,
+        42,
+        Ok(log_entry(LogLevel::Info, "started", 42)),
+    );
+    // Unix times in seconds (fractions too) and milliseconds; level names as libraries spell them.
+    check_log(
+        r#"{"type":"log","service":"api","message":"m","level":"WARNING","timestamp":1714564800.5}"#,
+        0,
+        Ok(log_entry(LogLevel::Warn, "m", 1_714_564_800_500)),
+    );
+    check_log(
+        r#"{"type":"log","service":"api","message":"m","level":"fatal","timestamp":1714564800250,"context":{},"trace_id":""}"#,
+        0,
+        Ok(log_entry(LogLevel::Critical, "m", 1_714_564_800_250)),
+    );
+}
+
+#[test]
+fn bad_log_events_are_refused_naming_the_field() {
+    check_log(
+        r#"{"type":"log","service":"api"}"#,
+        0,
+        Err("missing field `message`"),
+    );
+    check_log(
+        r#"{"type":"log","message":"m"}"#,
+        0,
+        Err("missing field `service`"),
+    );
+    check_log(
+        r#"{"type":"log","service":"api","message":"m","level":"loud"}"#,
+        0,
+        Err("`level` \"loud\" is not a log level; use trace, debug, info, warn, error or critical"),
+    );
+    check_log(
+        r#"{"type":"log","service":"api","message":"m","timestamp":"yesterday"}"#,
+        0,
+        Err(
+            "`timestamp` must be a Unix time (a number >= 0) or an RFC 3339 time with an offset (\"2024-05-01T12:00:00.123Z\"), not \"yesterday\"",
+        ),
+    );
+    check_log(
+        r#"{"type":"log","service":"api","message":"m","timestamp":-5}"#,
+        0,
+        Err(
+            "`timestamp` must be a Unix time (a number >= 0) or an RFC 3339 time with an offset (\"2024-05-01T12:00:00.123Z\"), not -5",
+        ),
+    );
+    check_log(
+        r#"{"type":"log","service":"api","message":"m","context":"route=/"}"#,
+        0,
+        Err("`context` must be a JSON object"),
+    );
+    check_log(
+        r#"{"type":"log","service":"api","message":"m","model":"x"}"#,
+        0,
+        Err(
+            "unknown field `model` for type `log`, expected one of `level`, `service`, `message`, `timestamp`, `context`, `trace_id`, `request_id`",
+        ),
+    );
+    check_log(
+        &format!(
+            r#"{{"type":"log","service":"api","message":"{}"}}"#,
+            "m".repeat(super::MAX_MESSAGE_BYTES + 1)
+        ),
+        0,
+        Err("`message` is longer than 65536 bytes (65537)"),
+    );
+    check_log(
+        &format!(
+            r#"{{"type":"log","service":"api","message":"m","trace_id":"{}"}}"#,
+            "t".repeat(129)
+        ),
+        0,
+        Err("`trace_id` is longer than 128 bytes (129)"),
+    );
+    // Log fields belong to log events only.
+    check_body(
+        r#"{"type":"error","service":"api","kind":"x","message":"m"}"#,
+        false,
+        Err("event 1: unknown field `message` for type `error`, expected one of `service`, `kind`"),
+    );
 }
 
 // ---- Aggregation ------------------------------------------------------------------------------
@@ -168,13 +307,19 @@ fn labels_borrow_the_body_unless_escaped() {
 fn aggregate(max_keys: usize, lines: &[&str]) -> (Aggregator, BTreeMap<String, f64>) {
     let mut aggregator = Aggregator::with_max_keys(max_keys);
     for line in lines {
-        let event = event::parse_line(line.as_bytes())
-            .expect("good line")
-            .expect("not blank");
+        let event = metric(line);
         aggregator.apply_one(&event).expect("fits");
     }
     let series = series(&aggregator);
     (aggregator, series)
+}
+
+/// A good metric event line, parsed.
+fn metric(line: &str) -> Event<'_> {
+    match event::parse_line(line.as_bytes()) {
+        Ok(Some(event::Pushed::Metric(event))) => event,
+        other => panic!("not a metric event: {other:?}"),
+    }
 }
 
 fn series(aggregator: &Aggregator) -> BTreeMap<String, f64> {
@@ -445,11 +590,7 @@ fn requests_count_by_status_class_and_errors_by_kind() {
 
 #[test]
 fn key_limit_refuses_new_keys_but_not_existing_ones() {
-    fn parse(line: &str) -> Event<'_> {
-        event::parse_line(line.as_bytes())
-            .expect("good")
-            .expect("not blank")
-    }
+    let parse = metric;
     let (mut aggregator, _) = aggregate(2, &[&inference("a", 1.0), REQUEST]);
     let refusal = aggregator
         .apply_one(&parse(&inference("b", 1.0)))
@@ -558,11 +699,15 @@ fn settings_accept_loopback_only() {
 
 // ---- Endpoints --------------------------------------------------------------------------------
 
-/// A running endpoint on an ephemeral port and a temp-dir socket.
+/// A running endpoint on an ephemeral port and a temp-dir socket, with a log pipeline journaling
+/// into memory.
 struct Endpoint {
     aggregator: Arc<Mutex<Aggregator>>,
     url: String,
     socket: std::path::PathBuf,
+    journal: Arc<MemoryJournal>,
+    monitoring: watch::Sender<MonitoringState>,
+    logs: crate::logs::Logs,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -583,18 +728,70 @@ impl Endpoint {
             max_body,
         };
         let aggregator = Arc::new(Mutex::new(Aggregator::new(&settings)));
+        let journal = Arc::new(MemoryJournal::new(64 << 20));
+        let sink = RecordSink::new(
+            Arc::clone(&journal) as Arc<dyn Journal>,
+            watch::channel(0).0,
+        );
+        let (monitoring, monitoring_rx) = watch::channel(MonitoringState::Running);
+        let shutdown = CancellationToken::new();
+        let logs = crate::logs::spawn_with(
+            Vec::new(),
+            dir.path().join("log-positions.json"),
+            crate::logs::Options::quick(),
+            sink,
+            monitoring_rx,
+            shutdown.clone(),
+        );
         let mut listeners = super::bind(&settings).await.expect("binds");
         listeners.http_limits = limits;
         let url = format!("http://{}", listeners.http_addr().expect("http"));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(listeners.serve(Arc::clone(&aggregator), shutdown.clone()));
+        let task = tokio::spawn(listeners.serve(
+            Arc::clone(&aggregator),
+            logs.sender.clone(),
+            shutdown.clone(),
+        ));
         Self {
             aggregator,
             url,
             socket,
+            journal,
+            monitoring,
+            logs,
             shutdown,
             task,
             _dir: dir,
+        }
+    }
+
+    /// Every log line journaled so far, record by record.
+    fn log_records(&self) -> Vec<Vec<LogEntry>> {
+        self.journal
+            .read_after(0, usize::MAX, usize::MAX)
+            .expect("reads")
+            .iter()
+            .filter_map(
+                |entry| match decode_record(&entry.record).expect("decodes") {
+                    Record::Logs(logs) => Some(logs.entries),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
+    /// Waits until `n` log lines are journaled; returns them.
+    async fn wait_for_lines(&self, n: usize) -> Vec<LogEntry> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines: Vec<LogEntry> = self.log_records().into_iter().flatten().collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} lines journaled in time; have {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -624,6 +821,10 @@ impl Endpoint {
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .expect("stops promptly")
+            .expect("did not panic");
+        tokio::time::timeout(Duration::from_secs(5), self.logs.task)
+            .await
+            .expect("log pipeline stops promptly")
             .expect("did not panic");
         assert!(!self.socket.exists(), "socket file removed");
     }
@@ -831,7 +1032,7 @@ async fn socket_applies_lines_and_answers_bad_ones() {
             serde_json::json!({ "error": "line 2: missing field `model`" }),
             serde_json::json!({
                 "error": "line 5: unknown variant `nope`, expected one of `inference`, `request`, \
-                          `connections`, `error`, `circuit_breaker`"
+                          `connections`, `error`, `circuit_breaker`, `log`"
             }),
             serde_json::json!({ "accepted": 3, "rejected": 2 }),
         ]
@@ -863,6 +1064,143 @@ async fn socket_applies_lines_and_answers_bad_ones() {
         ],
     );
     endpoint.stop().await;
+}
+
+#[tokio::test]
+async fn http_log_events_are_journaled_as_one_record_with_the_metric_events_applied() {
+    let mut endpoint = Endpoint::start(100, 1 << 20).await;
+    let second = r#"{"type":"log","service":"worker","message":"job done","level":"debug"}"#;
+    assert_eq!(
+        endpoint
+            .post(format!("[{LOG},{REQUEST},{second}]"), "application/json")
+            .await,
+        (200, serde_json::json!({ "accepted": 3 }))
+    );
+    let lines = endpoint.wait_for_lines(2).await;
+    assert_eq!(
+        endpoint.log_records().len(),
+        1,
+        "one record for the body's lines"
+    );
+    assert_eq!(
+        (
+            lines[0].message.as_str(),
+            lines[0].level,
+            lines[0].timestamp_ms
+        ),
+        ("upstream timed out", LogLevel::Error, 1_714_564_800_250)
+    );
+    assert_eq!(lines[0].trace_id.as_deref(), Some("4bf92f3577b34da6"));
+    assert_eq!(
+        (
+            lines[1].service.as_str(),
+            lines[1].message.as_str(),
+            lines[1].level
+        ),
+        ("worker", "job done", LogLevel::Debug)
+    );
+
+    // A bad log event refuses the whole body, metric events included.
+    let bad = r#"{"type":"log","service":"api"}"#;
+    assert_eq!(
+        endpoint
+            .post(format!("[{REQUEST},{bad}]"), "application/json")
+            .await,
+        (
+            400,
+            serde_json::json!({ "error": "event 2: missing field `message`" })
+        )
+    );
+
+    // Paused: log events are dropped (and said so), metric events still count.
+    endpoint.monitoring.send_replace(MonitoringState::Paused);
+    assert_eq!(
+        endpoint
+            .post(format!("{LOG}\n{REQUEST}\n{LOG}"), "application/x-ndjson")
+            .await,
+        (
+            200,
+            serde_json::json!({
+                "accepted": 1,
+                "dropped": 2,
+                "warning": "monitoring is paused by the control plane; log lines are not collected",
+            })
+        )
+    );
+    endpoint.monitoring.send_replace(MonitoringState::Running);
+    assert_eq!(
+        endpoint.post(LOG, "application/json").await,
+        (200, serde_json::json!({ "accepted": 1 }))
+    );
+    let lines = endpoint.wait_for_lines(3).await;
+    assert_eq!(lines.len(), 3, "the paused lines were not journaled");
+
+    check_series(
+        &endpoint.series(),
+        &[
+            (
+                "aisemble_requests_total{service=\"api\",status=\"2xx\"}",
+                2.0,
+            ),
+            ("aisemble_agent_push_events_total{result=\"accepted\"}", 5.0),
+            ("aisemble_agent_push_events_total{result=\"rejected\"}", 2.0),
+        ],
+    );
+    let mut samples = Vec::new();
+    endpoint
+        .logs
+        .collector
+        .collect(&mut samples)
+        .expect("collects");
+    check_series(
+        &to_map(&samples),
+        &[
+            ("aisemble_agent_log_lines_total{source=\"push\"}", 3.0),
+            ("aisemble_agent_log_lines_total{source=\"file\"}", 0.0),
+            (
+                "aisemble_agent_log_lines_dropped_total{reason=\"paused\"}",
+                2.0,
+            ),
+        ],
+    );
+    endpoint.stop().await;
+}
+
+#[tokio::test]
+async fn socket_log_lines_are_journaled_and_paused_ones_counted() {
+    let endpoint = Endpoint::start(100, 1 << 20).await;
+    let input = format!(
+        "{LOG}\n{{\"type\":\"log\",\"service\":\"api\",\"message\":\"m\",\"level\":\"loud\"}}\n{REQUEST}\n{LOG}\n"
+    );
+    let replies = socket_exchange(&endpoint.socket, input.as_bytes()).await;
+    assert_eq!(
+        replies,
+        "{\"error\":\"line 2: `level` \\\"loud\\\" is not a log level; use trace, debug, info, warn, error or critical\"}\n\
+         {\"accepted\":3,\"rejected\":1}\n"
+    );
+    let lines = endpoint.wait_for_lines(2).await;
+    assert!(
+        lines.iter().all(|l| l.message == "upstream timed out"),
+        "{lines:?}"
+    );
+
+    endpoint.monitoring.send_replace(MonitoringState::Paused);
+    let replies = socket_exchange(&endpoint.socket, format!("{LOG}\n{REQUEST}\n").as_bytes()).await;
+    assert_eq!(replies, "{\"accepted\":1,\"dropped\":1,\"rejected\":0}\n");
+    let journal = Arc::clone(&endpoint.journal);
+    endpoint.stop().await;
+    let n_journaled = journal
+        .read_after(0, usize::MAX, usize::MAX)
+        .expect("reads")
+        .iter()
+        .map(
+            |entry| match decode_record(&entry.record).expect("decodes") {
+                Record::Logs(logs) => logs.entries.len(),
+                _ => 0,
+            },
+        )
+        .sum::<usize>();
+    assert_eq!(n_journaled, 2, "the paused line was not journaled");
 }
 
 #[tokio::test]

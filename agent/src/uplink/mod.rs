@@ -251,6 +251,9 @@ impl Uplink {
             },
         };
         *established = true;
+        // Backup and restore tasks arrive on streams the control plane opens; they end with
+        // the session.
+        let _tasks = AbortOnDrop(tokio::spawn(crate::backup::serve(connection.clone())));
         max_frame = welcome.max_frame_bytes.min(DEFAULT_MAX_FRAME_BYTES);
         let resume_after = welcome.stored_upto.unwrap_or(0);
         if resume_after > 0 {

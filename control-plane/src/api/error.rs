@@ -114,6 +114,17 @@ impl ApiError {
         }
     }
 
+    /// 409: the request conflicts with work going on (a backup still running).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
     /// 422: well-formed but invalid (a rule file that does not validate, a bad silence).
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self {

@@ -9,10 +9,13 @@
 //! after 30 s; every mutating call and every refused token is recorded by `audit.rs`.
 
 mod alerts;
-mod audit;
+pub(crate) mod audit;
+mod backups;
 mod dashboard;
+mod enrollment;
 mod error;
 mod exposition;
+mod logs;
 mod openapi;
 mod ops;
 mod prom;
@@ -85,6 +88,10 @@ pub struct AppState {
     pub alerting: Alerting,
     /// The fleet-wide figures behind `/ops/status`.
     pub(crate) status_cache: Arc<ops::StatusCache>,
+    /// The QUIC address agents dial (`server.public_address`), for enrollment commands.
+    pub public_address: Arc<str>,
+    /// Backup jobs, runs and the repository.
+    pub backups: crate::backup::Backups,
 }
 
 impl AppState {
@@ -195,6 +202,17 @@ fn routes(metrics_require_token: bool) -> Vec<Route> {
         route(viewer, "GET", "/ops/alerts/rules", alerts::rules),
         route(viewer, "GET", "/ops/silences", alerts::silences),
         route(viewer, "GET", "/ops/reports/{period}", reports::report),
+        route(viewer, "POST", "/ops/logs/search", logs::search),
+        route(viewer, "GET", "/ops/logs/stats", logs::stats),
+        route(viewer, "POST", "/ops/logs/export", logs::export),
+        route(
+            operator,
+            "POST",
+            "/ops/logs/audit/verify",
+            logs::audit_verify,
+        ),
+        route(admin, "POST", "/ops/logs/audit", logs::audit),
+        route(admin, "POST", "/ops/logs/cleanup", logs::cleanup),
         route(
             operator,
             "POST",
@@ -214,7 +232,19 @@ fn routes(metrics_require_token: bool) -> Vec<Route> {
             "/ops/silences/{id}",
             alerts::delete_silence,
         ),
+        route(viewer, "GET", "/ops/backups/status", backups::status),
+        route(viewer, "GET", "/ops/backups/snapshots", backups::snapshots),
+        route(operator, "POST", "/ops/backups/jobs", backups::put_job),
+        route(operator, "POST", "/ops/backups/manual", backups::manual),
+        route(operator, "POST", "/ops/backups/restore", backups::restore),
+        route(operator, "POST", "/ops/backups/check", backups::check),
         route(admin, "POST", "/ops/agents/{id}/revoke", ops::revoke),
+        route(
+            admin,
+            "POST",
+            "/ops/enrollment/tokens",
+            enrollment::create_token,
+        ),
         route(admin, "PUT", "/ops/alerts/rules", alerts::put_rules),
     ]
 }
@@ -281,7 +311,7 @@ pub fn router(state: AppState) -> Router {
             http::StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
-        .layer(middleware::from_fn(audit::record))
+        .layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(middleware::from_fn(error::render))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {

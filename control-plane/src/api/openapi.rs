@@ -25,9 +25,9 @@ use utoipa::{
 };
 
 use super::{
-    Access, alerts,
+    Access, alerts, backups, enrollment,
     error::{ErrorBody, ErrorDetail},
-    ops, prom, reports, schema,
+    logs, ops, prom, reports, schema,
 };
 
 #[derive(OpenApi)]
@@ -55,6 +55,7 @@ use super::{
         ops::monitoring_start,
         ops::monitoring_stop,
         ops::revoke,
+        enrollment::create_token,
         prom::instant_query,
         prom::instant_query_post,
         prom::range_query,
@@ -73,12 +74,26 @@ use super::{
         alerts::post_silence,
         alerts::delete_silence,
         reports::report,
+        logs::search,
+        logs::stats,
+        logs::export,
+        logs::audit,
+        logs::audit_verify,
+        logs::cleanup,
+        backups::status,
+        backups::put_job,
+        backups::manual,
+        backups::snapshots,
+        backups::restore,
+        backups::check,
     ),
     components(schemas(ErrorBody, ErrorDetail, alerts::RuleProblem, schema::EventDoc)),
     tags(
         (name = "ops", description = "Fleet status, agents, health, queries, monitoring, revocation."),
         (name = "alerts", description = "Alerts, rules and silences."),
         (name = "prometheus", description = "The Prometheus HTTP API subset Grafana uses."),
+        (name = "logs", description = "Agents' log lines and the hash-chained audit log."),
+        (name = "backups", description = "Backup jobs, runs, snapshots, restores and repository checks."),
     ),
 )]
 struct ApiDoc;

@@ -472,7 +472,13 @@ pub(super) struct ComponentHealth {
 #[derive(Serialize, Debug, ToSchema)]
 pub(super) struct Components {
     api: ComponentHealth,
+    /// The alert rule evaluator.
+    evaluator: ComponentHealth,
     ingest: ComponentHealth,
+    /// Alert notification integrations (their circuit breakers) and routing.
+    notifiers: ComponentHealth,
+    /// The backup scheduler and the latest run of each job.
+    scheduler: ComponentHealth,
     store: ComponentHealth,
 }
 
@@ -486,6 +492,9 @@ pub(super) struct AgentHealth {
     reasons: Vec<String>,
     status: HealthState,
 }
+
+/// Longest time without an evaluation round before the evaluator counts as stalled.
+const EVALUATOR_STALL_MS: i64 = 60_000;
 
 /// `GET /ops/health/comprehensive` body.
 #[derive(Serialize, Debug, ToSchema)]
@@ -519,8 +528,71 @@ pub(super) async fn health_comprehensive(
         series: None,
         status,
     };
+    let degraded_if = |reasons: Vec<String>, bad: HealthState| ComponentHealth {
+        status: if reasons.is_empty() {
+            HealthState::Healthy
+        } else {
+            bad
+        },
+        reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        ..component(HealthState::Healthy)
+    };
+    let evaluator = {
+        let snapshot = state.alerting.manager.snapshot();
+        let mut reasons: Vec<String> = snapshot.load_errors.clone();
+        if snapshot.failing_rules > 0 {
+            reasons.push(format!(
+                "{} rules failed their last evaluation",
+                snapshot.failing_rules
+            ));
+        }
+        let stalled = match snapshot.last_round_ms {
+            Some(at) => (crate::store::now_ms() - at) > EVALUATOR_STALL_MS,
+            None => state.started.elapsed().as_millis() as i64 > EVALUATOR_STALL_MS,
+        };
+        if stalled {
+            degraded_if(
+                vec![format!(
+                    "no evaluation round for over {} s",
+                    EVALUATOR_STALL_MS / 1000
+                )],
+                HealthState::Unhealthy,
+            )
+        } else {
+            degraded_if(reasons, HealthState::Degraded)
+        }
+    };
+    let notifiers = {
+        let mut reasons: Vec<String> = state
+            .alerting
+            .integrations()
+            .into_iter()
+            .filter(|i| i.circuit != "closed")
+            .map(|i| format!("{}/{}: circuit {}", i.receiver, i.integration, i.circuit))
+            .collect();
+        reasons.extend(
+            state
+                .alerting
+                .routing_error()
+                .map(|e| format!("routing: {e}")),
+        );
+        degraded_if(reasons, HealthState::Degraded)
+    };
+    let scheduler = degraded_if(
+        state
+            .backups
+            .summary()
+            .failing
+            .into_iter()
+            .map(|f| format!("backup {f} failed its latest run"))
+            .collect(),
+        HealthState::Degraded,
+    );
     let components = Components {
         api: component(HealthState::Healthy),
+        evaluator,
+        notifiers,
+        scheduler,
         ingest: ComponentHealth {
             connected_agents: Some(state.registry.connected_count()),
             ..component(HealthState::Healthy)
@@ -537,11 +609,16 @@ pub(super) async fn health_comprehensive(
             }
         },
     };
-    let mut worst = if commit_errors == 0 {
-        HealthState::Healthy
-    } else {
-        HealthState::Degraded
-    };
+    let mut worst = [
+        &components.store,
+        &components.evaluator,
+        &components.notifiers,
+        &components.scheduler,
+    ]
+    .iter()
+    .map(|c| c.status)
+    .max()
+    .unwrap_or(HealthState::Healthy);
     let agents: Vec<AgentHealth> = state
         .registry
         .list()
@@ -655,6 +732,10 @@ pub(super) struct StoreFigures {
 #[derive(Serialize, Debug, ToSchema)]
 pub(super) struct FleetStatus {
     agents: AgentCounts,
+    /// Pending and firing alerts by severity, then state (`{"critical":{"firing":1}}`).
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, usize>>)]
+    alerts: BTreeMap<String, BTreeMap<&'static str, usize>>,
+    backups: crate::backup::BackupSummary,
     checks: CheckCounts,
     cost_this_month_usd: f64,
     ingest: IngestCounts,
@@ -703,12 +784,33 @@ pub(super) async fn status(
     } else {
         HealthState::Degraded
     };
+    let mut alerts: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
+    for alert in state
+        .alerting
+        .manager
+        .snapshot()
+        .alerts()
+        .filter(|a| a.state != "inactive")
+    {
+        let severity = alert
+            .labels
+            .get("severity")
+            .cloned()
+            .unwrap_or_else(|| "none".into());
+        *alerts
+            .entry(severity)
+            .or_default()
+            .entry(alert.state)
+            .or_default() += 1;
+    }
     Ok(Json(FleetStatus {
         agents: AgentCounts {
             connected,
             disconnected: total - connected,
             total,
         },
+        alerts,
+        backups: state.backups.summary(),
         checks: CheckCounts {
             total: total_checks,
             up: total_checks - down.len(),

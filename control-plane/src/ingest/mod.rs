@@ -2,10 +2,16 @@
 //! and verified against our CA, revocation checked at handshake and for live connections) and
 //! runs one [`session`] per connection.
 //!
+//! The same endpoint also accepts enrollment connections (ALPN `aisemble-enroll/1`), which is
+//! why the TLS layer lets a client without a certificate finish the handshake: such a client
+//! gets [`enroll`] and nothing else; on the telemetry ALPN it is refused at once, counted and
+//! logged like a handshake refusal.
+//!
 //! Refused handshakes are classified from the TLS alert the server sent (no certificate, unknown
 //! CA, expired, revoked, ...), logged with the peer's address, and counted in
 //! `aisemble_ingest_rejected_total{reason}`. Nothing a peer sends can stop the accept loop.
 
+mod enroll;
 pub mod session;
 
 use std::{
@@ -14,12 +20,13 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aisemble_certs::{Pki, RevocationList};
-use aisemble_shared::wire::{ALPN, close_code};
+use aisemble_certs::{Pki, RevocationList, tls::ClientAuth};
+use aisemble_shared::wire::{ALPN, ENROLL_ALPN, close_code};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::{
+    enroll::EnrollmentTokens,
     registry::Registry,
     store::Store,
     telemetry::{Telemetry, reject},
@@ -38,7 +45,22 @@ pub struct IngestContext {
     pub max_frame_bytes: u32,
     /// Revoked certificate serials, shared with the TLS verifier.
     pub revocations: Arc<RwLock<RevocationList>>,
+    /// The CA, which signs enrolling agents' CSRs.
+    pub pki: Arc<Pki>,
+    /// Enrollment tokens.
+    pub enrollment: EnrollmentTokens,
+    /// Enrollment connections served at once; more are closed at once, so that clients without
+    /// a certificate cannot hold many tasks (each may take up to 20 s).
+    pub enrollment_slots: Arc<tokio::sync::Semaphore>,
+    /// Enrollment connections accepted per second (all clients together), so that clients
+    /// without a certificate cannot flood the audit log or the blocking pool.
+    pub enrollment_rate: crate::api::RateLimits,
 }
+
+/// Enrollment connections served at once.
+pub const ENROLLMENT_SLOTS: usize = 32;
+/// Enrollment connections accepted per second, and in a burst.
+pub const ENROLLMENT_RATE: (u32, u32) = (20, 100);
 
 /// How often the revocation index is checked for changes (`certs revoke` from the CLI).
 const REVOCATION_POLL: Duration = Duration::from_millis(500);
@@ -56,7 +78,8 @@ pub fn server_config(
         pki.server_chain().to_vec(),
         pki.server_key(),
         revocations,
-        ALPN,
+        ClientAuth::Optional,
+        &[ALPN, ENROLL_ALPN],
     )?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -152,6 +175,35 @@ async fn handle(incoming: quinn::Incoming, context: Arc<IngestContext>) {
             return;
         }
     };
+    let enrolling = connection
+        .handshake_data()
+        .and_then(|any| any.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol)
+        .is_some_and(|alpn| alpn == ENROLL_ALPN);
+    if enrolling {
+        let slot = context
+            .enrollment_rate
+            .check("enrollment")
+            .ok()
+            .and_then(|()| {
+                Arc::clone(&context.enrollment_slots)
+                    .try_acquire_owned()
+                    .ok()
+            });
+        match slot {
+            Some(_slot) => enroll::run(connection, context).await,
+            None => {
+                context
+                    .telemetry
+                    .enrollments
+                    .with_label_values(&["busy"])
+                    .inc();
+                warn!("Too many enrollments; refused one.");
+                connection.close(close_code::SHUTTING_DOWN.into(), b"busy, retry later");
+            }
+        }
+        return;
+    }
     let chain = connection.peer_identity().and_then(|any| {
         any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
             .ok()
@@ -168,7 +220,9 @@ async fn handle(incoming: quinn::Incoming, context: Arc<IngestContext>) {
             return;
         }
         None => {
-            context.telemetry.reject(reject::NO_CLIENT_CERTIFICATE);
+            let reason = reject::NO_CLIENT_CERTIFICATE;
+            context.telemetry.reject(reason);
+            warn!(reason, "Refused a connection at the handshake.");
             connection.close(
                 close_code::PROTOCOL_VIOLATION.into(),
                 b"no client certificate",

@@ -378,6 +378,7 @@ impl Session {
             },
             samples: decoded.samples,
             events: decoded.events,
+            logs: decoded.logs,
         };
         let pending =
             self.context.store.submit(commit).await.map_err(|error| {

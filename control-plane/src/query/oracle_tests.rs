@@ -183,6 +183,7 @@ async fn load(store: &Store) {
             },
             samples: decoded.samples,
             events: decoded.events,
+            logs: Vec::new(),
         })
         .await
         .expect("queued")

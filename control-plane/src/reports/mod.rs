@@ -446,7 +446,8 @@ pub fn compute(source: &dyn SeriesSource, inputs: &Inputs) -> Result<Report, Que
     let backups = if backup_runs.is_empty() {
         Backups {
             available: false,
-            note: "not available on this control plane yet (no backup results recorded)".into(),
+            note: "none recorded: no backup job has run (create one with POST /ops/backups/jobs)"
+                .into(),
             jobs: Vec::new(),
         }
     } else {

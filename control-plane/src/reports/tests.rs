@@ -321,7 +321,7 @@ fn daily_report_over_memory_series() {
         "host gone is down",
         "p95 latency rose",
         "model llama failure rate 10.0%",
-        "backups: not available",
+        "backups: none recorded",
         "security alert SshBruteForce",
         "certificate of gpu-1",
         "1 critical alerts firing",
@@ -335,7 +335,7 @@ fn daily_report_over_memory_series() {
         "DOWN",
         "vllm/llama",
         "full in 48.0 days",
-        "not available",
+        "none recorded",
     ] {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }

@@ -35,6 +35,8 @@ mod resolve;
 pub mod chunk;
 
 use events::EventLog;
+
+use crate::logs::{AuditLog, CleanupReport, LogRetention, LogStore, RecordLogs};
 pub use events::{RecordEvents, StoredEvent};
 pub use head::{AppendOutcome, Series};
 pub use index::SeriesId;
@@ -79,6 +81,8 @@ pub struct StoreOptions {
     pub checkpoint_wal_bytes: u64,
     /// sled's page cache. Default 64 MiB (sled's own default is 1 GiB).
     pub cache_capacity: u64,
+    /// How long log lines and audit entries are kept.
+    pub log_retention: LogRetention,
 }
 
 impl Default for StoreOptions {
@@ -88,6 +92,7 @@ impl Default for StoreOptions {
             checkpoint_interval: Duration::from_secs(60),
             checkpoint_wal_bytes: 1 << 30,
             cache_capacity: 64 << 20,
+            log_retention: LogRetention::default(),
         }
     }
 }
@@ -101,6 +106,12 @@ pub enum StoreError {
     /// The writer thread is gone (the store is shutting down).
     #[error("the store is shutting down")]
     Closed,
+}
+
+impl From<crate::logs::LogStoreError> for StoreError {
+    fn from(error: crate::logs::LogStoreError) -> Self {
+        Self::Storage(error.to_string())
+    }
 }
 
 impl From<sled::Error> for StoreError {
@@ -118,6 +129,8 @@ pub struct CommitBatch {
     pub samples: Vec<(Arc<Series>, i64, f64)>,
     /// Events of the new records.
     pub events: Vec<RecordEvents>,
+    /// Log lines of the new records.
+    pub logs: Vec<RecordLogs>,
 }
 
 /// What a commit stored.
@@ -217,6 +230,8 @@ struct Inner {
     meta: sled::Tree,
     series_tree: sled::Tree,
     events: EventLog,
+    logs: LogStore,
+    audit: AuditLog,
     days: RwLock<BTreeMap<i64, sled::Tree>>,
     index: Arc<RwLock<Index>>,
     watermarks: Mutex<HashMap<String, Watermark>>,
@@ -304,6 +319,8 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let series_tree = db.open_tree("series")?;
         let events = EventLog::new(db.open_tree("events")?);
+        let logs = LogStore::open(db.clone())?;
+        let audit = AuditLog::open(db.open_tree("audit")?)?;
 
         let mut index = Index::default();
         for entry in series_tree.iter() {
@@ -356,6 +373,8 @@ impl Store {
             meta,
             series_tree,
             events,
+            logs,
+            audit,
             days: RwLock::new(days),
             index: Arc::new(RwLock::new(index)),
             watermarks: Mutex::new(watermarks),
@@ -498,6 +517,7 @@ impl Store {
                 },
                 samples: decoded.samples,
                 events: Vec::new(),
+                logs: Vec::new(),
             })
             .await?;
         local.next_seq = seq + 1;
@@ -712,6 +732,30 @@ impl Store {
         self.inner.events.recent(agent, limit)
     }
 
+    /// Agents' log lines.
+    pub fn logs(&self) -> &LogStore {
+        &self.inner.logs
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// Applies the log retention as of `now_ms` (lines younger than `older_than`, when given, go
+    /// too; the audit log keeps its own retention whatever is asked). Returns what went from the
+    /// log store and how many audit entries went. Blocking.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn cleanup_logs(
+        &self,
+        now_ms: i64,
+        older_than: Option<Duration>,
+    ) -> Result<(CleanupReport, u64), StoreError> {
+        self.inner.cleanup_logs(now_ms, older_than)
+    }
+
     /// Runs a checkpoint now and waits for it (tests, shutdown). Blocking.
     ///
     /// # Errors
@@ -786,6 +830,9 @@ impl Inner {
                     self.apply(&batch.samples);
                     if let Err(error) = self.events.insert(&entry.agent, &batch.events) {
                         error!(wal_seq = seq, %error, "Could not store replayed events.");
+                    }
+                    if let Err(error) = self.logs.insert(&entry.agent, &batch.logs) {
+                        error!(wal_seq = seq, %error, "Could not store replayed log lines.");
                     }
                     replayed += 1;
                 }
@@ -869,6 +916,9 @@ impl Inner {
             // The WAL already holds these events; a failure here is repaired by replay.
             if let Err(error) = self.events.insert(&commit.wal.agent, &commit.events) {
                 error!(agent = %commit.wal.agent, %error, "Could not store events.");
+            }
+            if let Err(error) = self.logs.insert(&commit.wal.agent, &commit.logs) {
+                error!(agent = %commit.wal.agent, %error, "Could not store log lines.");
             }
             self.counters
                 .batches_committed
@@ -1042,7 +1092,31 @@ impl Inner {
         if expired_events > 0 {
             info!(events = expired_events, "Retention removed expired events.");
         }
+        let (logs, audit) = self.cleanup_logs(now_ms, None)?;
+        if logs.days_dropped + logs.lines_removed + audit > 0 {
+            info!(
+                log_days = logs.days_dropped,
+                log_lines = logs.lines_removed,
+                audit_entries = audit,
+                "Retention removed expired log lines."
+            );
+        }
         Ok(expired.len())
+    }
+
+    fn cleanup_logs(
+        &self,
+        now_ms: i64,
+        older_than: Option<Duration>,
+    ) -> Result<(CleanupReport, u64), StoreError> {
+        let before = |keep: Duration| now_ms.saturating_sub(crate::query::duration_ms(keep));
+        let asked = |keep: Duration| before(older_than.map_or(keep, |asked| keep.min(asked)));
+        let retention = self.options.log_retention;
+        let report = self
+            .logs
+            .cleanup(asked(retention.general), asked(retention.error))?;
+        let audit = self.audit.cleanup(before(retention.audit))?;
+        Ok((report, audit))
     }
 }
 

@@ -19,6 +19,7 @@ use aisemble_shared::{
 use hashbrown::{Equivalent, HashMap};
 
 use super::{events::RecordEvents, head::Series, index::Index};
+use crate::logs::RecordLogs;
 
 /// Longest accepted metric name, label name or label value, and most labels per sample: bounds
 /// what one hostile agent can make the index hold.
@@ -39,6 +40,8 @@ pub struct DecodedBatch {
     pub records: u64,
     /// Events of those records.
     pub events: Vec<RecordEvents>,
+    /// Log lines of those records.
+    pub logs: Vec<RecordLogs>,
 }
 
 /// Why a payload is unusable.
@@ -230,6 +233,10 @@ impl SeriesResolver {
                     seq: entry.seq,
                     timestamp_ms: events.timestamp_ms,
                     events: events.events,
+                }),
+                RecordRef::Logs(logs) => out.logs.push(RecordLogs {
+                    seq: entry.seq,
+                    entries: logs.entries,
                 }),
                 // Kinds a newer agent sends that this control plane does not store yet.
                 _ => {}

@@ -57,6 +57,7 @@ async fn commit(store: &Store, agent: &str, seqs: std::ops::RangeInclusive<u64>)
         },
         samples: decoded.samples,
         events: decoded.events,
+        logs: Vec::new(),
     };
     store
         .submit(batch)
@@ -349,6 +350,7 @@ async fn events_are_stored_once_and_survive_a_crash() {
             },
             samples: decoded.samples,
             events: decoded.events,
+            logs: Vec::new(),
         };
         store
             .submit(batch)

@@ -373,6 +373,102 @@ fn section(r: &Result<Option<Value>, String>) -> Section {
     }
 }
 
+/// The log-stats pane: the day's totals, levels seen, the busiest services.
+fn log_stats_section(r: &Result<Option<Value>, String>) -> Section {
+    let Ok(Some(v)) = r else {
+        return section(r);
+    };
+    let mut lines = vec![
+        ("lines (24h)".to_owned(), text(&v["total"])),
+        ("errors".to_owned(), text(&v["errors"])),
+        (
+            "error rate".to_owned(),
+            v["error_rate"]
+                .as_f64()
+                .map_or_else(|| "n/a".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+        ),
+    ];
+    if let Some(levels) = v["by_level"].as_object() {
+        let seen: Vec<String> = levels
+            .iter()
+            .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+            .map(|(level, n)| format!("{level} {}", text(n)))
+            .collect();
+        lines.push(("levels".to_owned(), seen.join(", ")));
+    }
+    if let Some(services) = v["by_service"].as_object() {
+        let mut busiest: Vec<(&String, u64)> = services
+            .iter()
+            .map(|(name, n)| (name, n.as_u64().unwrap_or(0)))
+            .collect();
+        busiest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        for (name, n) in busiest.into_iter().take(5) {
+            lines.push((format!("service {name}"), n.to_string()));
+        }
+    }
+    Section::Available(lines)
+}
+
+/// The backups pane: the repository, runs going on, the last check, then each job's last run,
+/// success rate and next run (failed last runs first).
+fn backups_section(r: &Result<Option<Value>, String>) -> Section {
+    let Ok(Some(v)) = r else {
+        return section(r);
+    };
+    let repo = &v["repository"];
+    let mut lines = vec![(
+        "repository".to_owned(),
+        format!(
+            "{} snapshots, {} stored",
+            text(&repo["snapshots"]),
+            repo["stored_bytes"]
+                .as_u64()
+                .map_or_else(|| "n/a".to_owned(), |b| bytesize::ByteSize(b).to_string()),
+        ),
+    )];
+    let running = v["running"].as_array().map_or(0, Vec::len);
+    if running > 0 {
+        lines.push(("running".to_owned(), running.to_string()));
+    }
+    let check = &v["last_check"];
+    lines.push((
+        "last check".to_owned(),
+        if check.is_null() {
+            "never".to_owned()
+        } else {
+            format!("{} {}", text(&check["state"]), text(&check["finished_at"]))
+        },
+    ));
+    let mut jobs: Vec<&Value> = v["jobs"]
+        .as_array()
+        .map(|j| j.iter().collect())
+        .unwrap_or_default();
+    jobs.sort_by_key(|j| (j["last_run"]["state"] != "failed", text(&j["spec"]["name"])));
+    if jobs.is_empty() {
+        lines.push(("jobs".to_owned(), "none".to_owned()));
+    }
+    for job in jobs {
+        let last = &job["last_run"];
+        let last = if last.is_null() {
+            "never run".to_owned()
+        } else {
+            format!("{} {}", text(&last["state"]), text(&last["started_at"]))
+        };
+        let rate = job["success_rate"]
+            .as_f64()
+            .map_or_else(|| "n/a".to_owned(), |r| format!("{:.0}%", r * 100.0));
+        let next = match job["next_run"].as_str() {
+            Some(next) => format!(", next {next}"),
+            None => String::new(),
+        };
+        lines.push((
+            format!("job {}", text(&job["spec"]["name"])),
+            format!("{last}, {rate} ok{next}"),
+        ));
+    }
+    Section::Available(lines)
+}
+
 fn severity_rank(severity: &str) -> u8 {
     match severity {
         "critical" => 0,
@@ -519,8 +615,8 @@ impl Snapshot {
             fleet,
             hosts,
             alerts,
-            logs: section(&parts.logs),
-            backups: section(&parts.backups),
+            logs: log_stats_section(&parts.logs),
+            backups: backups_section(&parts.backups),
         }
     }
 

@@ -239,3 +239,29 @@ fn renders_five_panes_with_the_data() {
         .draw(|frame| super::render(frame, &snapshot(), &UiState::default()))
         .expect("draws");
 }
+
+#[test]
+fn log_stats_show_totals_levels_and_busiest_services() {
+    let mut parts = parts();
+    parts.logs = Ok(Some(json!({
+        "total": 10, "errors": 3, "error_rate": 0.3,
+        "by_level": {"trace": 0, "debug": 0, "info": 7, "warn": 0, "error": 2, "critical": 1},
+        "by_service": {"api": 8, "worker": 2},
+    })));
+    let s = Snapshot::from_parts("u", 0, &parts);
+    let Section::Available(lines) = &s.logs else {
+        panic!("{:?}", s.logs);
+    };
+    let text: Vec<String> = lines.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    assert_eq!(
+        text,
+        [
+            "lines (24h): 10",
+            "errors: 3",
+            "error rate: 30.0%",
+            "levels: critical 1, error 2, info 7",
+            "service api: 8",
+            "service worker: 2",
+        ]
+    );
+}

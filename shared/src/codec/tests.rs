@@ -3,8 +3,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::wire::{
     Ack, Action, AgentMessage, Batch, BufferStats, CheckStateChange, Command, CommandResult,
-    ControlMessage, Event, EventRecord, Hello, Label, MetricRecord, MonitoringState, RecordRef,
-    Refuse, RefuseCode, Sample, SampleRef, Welcome,
+    ControlMessage, EnrollRequest, EnrollResponse, Event, EventRecord, Hello, Label, LogEntry,
+    LogLevel, LogRecord, MetricRecord, MonitoringState, RecordRef, Refuse, RefuseCode, Sample,
+    SampleRef, Welcome,
 };
 
 fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(message: &T) {
@@ -81,7 +82,31 @@ fn record() -> impl Strategy<Value = Record> {
                 events
             })
         ),
+        1 => prop::collection::vec(log_entry(), 0..6).prop_map(|entries| Record::Logs(LogRecord { entries })),
     ]
+}
+
+fn log_entry() -> impl Strategy<Value = LogEntry> {
+    (
+        any::<i64>(),
+        prop::sample::select(LogLevel::ALL.to_vec()),
+        ".{0,12}",
+        ".{0,80}",
+        ".{0,30}",
+        prop::option::of("[0-9a-f]{0,32}"),
+        prop::option::of(".{0,16}"),
+    )
+        .prop_map(
+            |(timestamp_ms, level, service, message, context, trace_id, request_id)| LogEntry {
+                timestamp_ms,
+                level,
+                service,
+                message,
+                context,
+                trace_id,
+                request_id,
+            },
+        )
 }
 
 fn agent_message() -> impl Strategy<Value = AgentMessage> {
@@ -210,6 +235,7 @@ proptest! {
                     prop_assert_eq!(view.samples, expected);
                 }
                 (RecordRef::Events(view), Record::Events(full)) => prop_assert_eq!(&view, full),
+                (RecordRef::Logs(view), Record::Logs(full)) => prop_assert_eq!(&view, full),
                 (view, full) => prop_assert!(false, "{view:?} decoded from {full:?}"),
             }
         }
@@ -352,4 +378,107 @@ fn oversized_message_is_not_encoded() {
         encode_frame(&message, 1024),
         Err(CodecError::Encode { .. })
     ));
+}
+
+#[test]
+fn enrollment_messages_roundtrip() {
+    roundtrip(&EnrollRequest::Discover {
+        token_id: "3f9a1c2b".to_owned(),
+    });
+    roundtrip(&EnrollRequest::Enroll {
+        token: "asbe_3f9a1c2b.secret".to_owned(),
+        name: "gpu-7".to_owned(),
+        csr_pem: "-----BEGIN CERTIFICATE REQUEST-----".to_owned(),
+    });
+    roundtrip(&EnrollResponse::Ca {
+        ca_pem: "-----BEGIN CERTIFICATE-----".to_owned(),
+        mac: vec![7; 32],
+    });
+    roundtrip(&EnrollResponse::Issued {
+        cert_pem: "pem".to_owned(),
+        name: "gpu-7".to_owned(),
+    });
+    roundtrip(&EnrollResponse::Refused {
+        reason: "token expired".to_owned(),
+    });
+}
+
+#[test]
+fn task_messages_roundtrip() {
+    use crate::wire::{
+        BackupSource, BackupTask, EntryKind, FileEntry, RestoreTask, TaskMessage, TaskRequest,
+        TaskSummary, is_safe_entry_path,
+    };
+    for source in [
+        BackupSource::Paths {
+            paths: vec!["/etc/nginx".into()],
+            excludes: vec!["**/*.tmp".into()],
+        },
+        BackupSource::Command {
+            argv: vec!["tar".into(), "-c".into()],
+            file_name: "etc.tar".into(),
+        },
+        BackupSource::Postgres {
+            url: "postgresql://127.0.0.1/test".into(),
+        },
+        BackupSource::Redis {
+            url: "redis://127.0.0.1:6379".into(),
+        },
+    ] {
+        roundtrip(&TaskRequest::Backup(BackupTask {
+            id: 9,
+            job: "config".into(),
+            source,
+        }));
+    }
+    roundtrip(&TaskRequest::Restore(RestoreTask {
+        id: 10,
+        snapshot: "ab12".into(),
+        target: "/srv/restore".into(),
+        entries: 3,
+        bytes: 1 << 20,
+    }));
+    for kind in [
+        EntryKind::File,
+        EntryKind::Dir,
+        EntryKind::Symlink("../x".into()),
+    ] {
+        roundtrip(&TaskMessage::Entry(FileEntry {
+            path: "etc/hosts".into(),
+            kind,
+            mode: 0o644,
+            mtime_ms: 1_700_000_000_000,
+            size: 12,
+        }));
+    }
+    roundtrip(&TaskMessage::Data {
+        bytes: vec![0, 1, 255],
+    });
+    roundtrip(&TaskMessage::EntryEnd {
+        sha256: vec![3; 32],
+    });
+    roundtrip(&TaskMessage::Done(TaskSummary {
+        entries: 1,
+        bytes: 2,
+        skipped_or_verified: 3,
+    }));
+    roundtrip(&TaskMessage::Failed {
+        reason: "pg_dump exited with 1".into(),
+    });
+
+    for good in ["etc/hosts", "a", "var/lib/x.db", "dir/.hidden"] {
+        assert!(is_safe_entry_path(good), "{good}");
+    }
+    for bad in [
+        "",
+        "/etc/hosts",
+        "../x",
+        "a/../b",
+        "a//b",
+        "a/./b",
+        "a/",
+        "a\0b",
+    ] {
+        assert!(!is_safe_entry_path(bad), "{bad:?}");
+    }
 }

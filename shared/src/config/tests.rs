@@ -90,3 +90,38 @@ fn toml_strings_roundtrip() {
         assert_eq!(config.control_plane.address, value);
     }
 }
+
+#[test]
+fn logs_entries_take_defaults_and_refuse_unknown_values() {
+    let config: AgentConfigFile = parse_toml(
+        Path::new("a.toml"),
+        "[control_plane]\naddress = \"cp:7443\"\n\n[[logs]]\npath = \"/var/log/api.log\"\nservice = \"api\"\n\n[[logs]]\npath = \"w.log\"\nservice = \"worker\"\nformat = \"json\"\nstart_at = \"beginning\"\n",
+        REFERENCE,
+    )
+    .expect("parses");
+    assert_eq!(
+        config.logs,
+        [
+            LogFileConfig {
+                path: "/var/log/api.log".into(),
+                service: "api".into(),
+                format: LogFormat::Plain,
+                start_at: StartAt::End,
+            },
+            LogFileConfig {
+                path: "w.log".into(),
+                service: "worker".into(),
+                format: LogFormat::Json,
+                start_at: StartAt::Beginning,
+            },
+        ]
+    );
+    check_error(
+        "[control_plane]\naddress = \"cp:7443\"\n[[logs]]\npath = \"a.log\"\nservice = \"a\"\nformat = \"xml\"\n",
+        "agent.toml:6:10: key `logs.format`: unknown variant `xml`, expected `plain` or `json`",
+    );
+    check_error(
+        "[control_plane]\naddress = \"cp:7443\"\n[[logs]]\npath = \"a.log\"\n",
+        "agent.toml:3:1: key `logs.service`: missing field `service`",
+    );
+}

@@ -5,6 +5,10 @@
 //! measure acknowledgement latency; the stored rate is read from the control plane's
 //! `aisemble_ingest_samples_total`.
 //!
+//! With `--log-lines N`, each simulated agent also sends N log lines a second (one `Record::Logs`
+//! per batch; 5 % errors, a JSON context, a trace id, and one line in 1,000 carrying the word
+//! `needle`), which `scripts/bench-logs` then searches.
+//!
 //! `loadgen backlog`: fills an agent's journal with a backlog of real system samples at a fixed
 //! interval in the past, as if the control plane had been unreachable.
 #![allow(clippy::print_stdout)] // A benchmark prints its results.
@@ -25,7 +29,7 @@ use aisemble_shared::{
     codec::{self, FrameDecoder},
     wire::{
         ALPN, AgentMessage, Batch, BufferStats, Compression, ControlMessage, Hello, JournalEntry,
-        MetricRecord, Record, Sample,
+        LogEntry, LogLevel, LogRecord, MetricRecord, Record, Sample,
     },
 };
 use anyhow::Context as _;
@@ -73,6 +77,9 @@ enum Command {
         /// Client endpoints (UDP sockets) the connections are spread over.
         #[arg(long, default_value_t = 8)]
         endpoints: usize,
+        /// Log lines per agent per second, sent in each batch beside the samples.
+        #[arg(long, default_value_t = 0)]
+        log_lines: u64,
     },
     /// Fill an agent journal with a backlog.
     Backlog {
@@ -117,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             duration,
             endpoints,
+            log_lines,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -132,6 +140,7 @@ fn main() -> anyhow::Result<()> {
                 rate,
                 duration,
                 endpoints,
+                log_lines,
             }))
         }
     }
@@ -175,6 +184,7 @@ struct Options {
     rate: u64,
     duration: Duration,
     endpoints: usize,
+    log_lines: u64,
 }
 
 /// Issues (or reuses) one certificate per simulated agent.
@@ -211,6 +221,7 @@ fn certificates(options: &Options) -> anyhow::Result<Vec<quinn::ClientConfig>> {
 struct Stats {
     latencies_us: Mutex<Vec<u64>>,
     samples_sent: AtomicU64,
+    lines_sent: AtomicU64,
     connected: AtomicU64,
     errors: AtomicU64,
 }
@@ -242,10 +253,10 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
         } else {
             generic_series(options.series)
         };
-        let (quic, rate) = (options.quic, options.rate);
+        let (quic, rate, log_lines) = (options.quic, options.rate, options.log_lines);
         tasks.push(tokio::spawn(async move {
             if let Err(error) = agent(
-                i, endpoint, config, quic, templates, rate, &stats, &measuring, &stop,
+                i, endpoint, config, quic, templates, rate, log_lines, &stats, &measuring, &stop,
             )
             .await
             {
@@ -276,6 +287,7 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
     let metrics_url = format!("http://{}/metrics", options.http);
     let stored_before = stored(client.get(&metrics_url).send().await?.text().await?);
     let sent_before = stats.samples_sent.load(Ordering::Relaxed);
+    let lines_before = stats.lines_sent.load(Ordering::Relaxed);
     stats.latencies_us.lock().map(|mut l| l.clear()).ok();
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
@@ -284,6 +296,7 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let stored_after = stored(client.get(&metrics_url).send().await?.text().await?);
     let sent_after = stats.samples_sent.load(Ordering::Relaxed);
+    let lines_after = stats.lines_sent.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
 
     let mut latencies = stats
@@ -320,6 +333,15 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
         latencies.len()
     );
+    if options.log_lines > 0 {
+        println!(
+            "log lines: {:.0}/s offered and acknowledged ({} agents x {}/s), {} sent in all",
+            (lines_after - lines_before) as f64 / elapsed,
+            options.agents,
+            options.log_lines,
+            lines_after
+        );
+    }
     println!("errors:   {}", stats.errors.load(Ordering::Relaxed));
     for task in tasks {
         task.abort();
@@ -342,6 +364,7 @@ async fn agent(
     quic: SocketAddr,
     templates: Vec<(Sample, Shape)>,
     rate: u64,
+    log_lines: u64,
     stats: &Stats,
     measuring: &AtomicBool,
     stop: &AtomicBool,
@@ -405,7 +428,7 @@ async fn agent(
         while !stop.load(Ordering::Relaxed) {
             ticker.tick().await;
             let first_seq = next_seq;
-            let entries: Vec<JournalEntry> = (0..rate)
+            let mut entries: Vec<JournalEntry> = (0..rate)
                 .map(|r| {
                     t += (1000 / rate.max(1)) as i64;
                     step += 1;
@@ -429,6 +452,18 @@ async fn agent(
                 })
                 .collect::<anyhow::Result<_>>()?;
             next_seq += rate;
+            if log_lines > 0 {
+                let record = Record::Logs(LogRecord {
+                    entries: (0..log_lines)
+                        .map(|n| log_line(index, step * log_lines + n, t))
+                        .collect(),
+                });
+                entries.push(JournalEntry {
+                    seq: next_seq,
+                    record: codec::encode_record(&record)?,
+                });
+                next_seq += 1;
+            }
             let batch = AgentMessage::Batch(Batch {
                 first_seq,
                 last_seq: next_seq - 1,
@@ -445,12 +480,64 @@ async fn agent(
             stats
                 .samples_sent
                 .fetch_add(rate * n_series as u64, Ordering::Relaxed);
+            stats.lines_sent.fetch_add(log_lines, Ordering::Relaxed);
         }
         Ok::<(), anyhow::Error>(())
     };
     tokio::select! {
         result = reader => result,
         result = writer => result,
+    }
+}
+
+/// The `n`th synthetic log line of agent `index`: an inference gateway's access log, 5 % errors,
+/// one line in 1,000 with the word `needle`.
+fn log_line(index: usize, n: u64, timestamp_ms: i64) -> LogEntry {
+    const MODELS: [&str; 3] = ["llama-3-8b", "mistral-7b", "qwen2-72b"];
+    let model = MODELS[(n % 3) as usize];
+    let latency = 40 + (n * 7919) % 900;
+    let (level, message) = match n % 20 {
+        0 => (
+            LogLevel::Error,
+            format!(
+                "upstream timeout after 30s calling {model} (attempt {})",
+                n % 3 + 1
+            ),
+        ),
+        1 | 2 => (
+            LogLevel::Warn,
+            format!(
+                "slow request: {latency} ms for {model}, queue depth {}",
+                n % 17
+            ),
+        ),
+        _ => (
+            LogLevel::Info,
+            format!("POST /v1/chat/completions 200 in {latency} ms model={model}"),
+        ),
+    };
+    let message = if n % 1_000 == 999 {
+        format!("{message} needle")
+    } else {
+        message
+    };
+    LogEntry {
+        timestamp_ms,
+        level,
+        service: if n.is_multiple_of(4) {
+            "embedder"
+        } else {
+            "gateway"
+        }
+        .to_owned(),
+        message,
+        context: format!(
+            r#"{{"latency_ms":{latency},"tokens":{},"user":"u{}"}}"#,
+            n % 2048,
+            n % 500
+        ),
+        trace_id: Some(format!("{index:08x}{n:024x}")),
+        request_id: None,
     }
 }
 

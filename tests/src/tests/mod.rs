@@ -2,16 +2,20 @@
 //! the web dashboard in a real browser; the terminal dashboard and reports; the API's contract).
 //! Every test starts real processes and talks real HTTP and mutual-TLS QUIC on loopback.
 
+mod agent_logs;
 mod alerts;
 mod api;
+mod backups;
 mod checks;
 mod config_errors;
 mod dashboard;
+mod enrollment;
 mod examples;
 mod fleet;
 mod hostile;
 mod inference;
 mod journal_cap;
+mod logs;
 mod monitoring;
 mod outage;
 mod quickstart;

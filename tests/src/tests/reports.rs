@@ -1,7 +1,7 @@
 //! Operations reports against a live control plane: a scripted agent sends half a day of disk,
 //! request and cost samples over real mTLS QUIC; `GET /ops/reports/daily` and
 //! `aisemble-cp report daily` (the real binary) report the host, the disk's days until full, the
-//! service's error rate, the agent's certificate, the cost, and that backups are not available.
+//! service's error rate, the agent's certificate, the cost, and that no backups are recorded yet.
 
 use std::time::Duration;
 
@@ -142,7 +142,7 @@ async fn daily_report_from_live_data() {
         "orders",
         "errors 5.00% (new)",
         "openai/gpt-4o",
-        "not available on this control plane yet",
+        "no backup job has run",
     ] {
         assert!(stdout.contains(needle), "{needle:?} not in:\n{stdout}");
     }

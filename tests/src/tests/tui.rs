@@ -177,6 +177,23 @@ async fn the_terminal_dashboard_draws_a_live_fleet() {
     })
     .await;
 
+    // A backup job whose agent cannot run it (a fake agent answers no task streams): the pane
+    // shows it with its schedule's next run; a check of the empty repository succeeds.
+    let (status, body) = api
+        .post(
+            "/ops/backups/jobs",
+            &serde_json::json!({"name": "etc", "class": "system", "agents": ["gpu-node-7"],
+                                "source": {"type": "paths", "paths": ["/etc/hostname"]}}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .post("/ops/backups/check", &serde_json::json!({}))
+        .await
+        .expect("post");
+    assert_eq!(status, 202, "{body}");
+
     // A viewer token is enough for everything the dashboard reads.
     let (code, stdout, stderr) = cp.cli(&["token", "create", "--role", "viewer", "--name", "tui"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -220,11 +237,13 @@ async fn the_terminal_dashboard_draws_a_live_fleet() {
     assert_in(&services, "Services", "service chat-api");
     assert_in(&services, "Services", "model llama-3");
 
-    for title in ["Log stats", "Backups"] {
-        let lines = pane(&lines, title);
-        assert_in(&lines, title, "not available on this control plane yet");
-        assert_in(&lines, title, "404");
-    }
+    let log_stats = pane(&lines, "Log stats");
+    assert_in(&log_stats, "Log stats", "lines (24h)");
+    let backups = pane(&lines, "Backups");
+    assert_in(&backups, "Backups", "repository: 0 snapshots");
+    assert_in(&backups, "Backups", "last check: succeeded");
+    assert_in(&backups, "Backups", "job etc: never run, n/a ok, next ");
+    assert_in(&backups, "Backups", "T02:00:00Z");
     assert!(lines[0].contains("[WARNING]"), "title line: {:?}", lines[0]);
     sender.stop().await.close();
 }
