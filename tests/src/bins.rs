@@ -39,6 +39,14 @@ pub fn binaries() -> &'static Binaries {
         if let Some(target) = profile_dir.parent() {
             command.env("CARGO_TARGET_DIR", target);
         }
+        // `cargo test` gives the test process its package's variables. A build script that
+        // reads one (ring's reads CARGO_MANIFEST_DIR) would see it changed, and cargo would
+        // rebuild ring and everything above it, a minute of both cores, on every test run.
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(is_package_variable) {
+                command.env_remove(name);
+            }
+        }
         let status = command.status().expect("running cargo build");
         assert!(status.success(), "cargo build of the binaries failed");
         Binaries {
@@ -46,4 +54,19 @@ pub fn binaries() -> &'static Binaries {
             agent: profile_dir.join("aisemble-agent"),
         }
     })
+}
+
+/// The variables cargo sets for a package's build and test processes, not for a user's shell.
+fn is_package_variable(name: &str) -> bool {
+    name == "OUT_DIR"
+        || name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            name,
+            "CARGO_CRATE_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+        )
 }
