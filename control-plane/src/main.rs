@@ -442,6 +442,10 @@ async fn serve(settings: Settings, quickstart: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The admin token each later quickstart makes for its session (the previous one is revoked).
+#[cfg(feature = "embedded-agent")]
+const QUICKSTART_TOKEN_NAME: &str = "quickstart";
+
 #[cfg(feature = "embedded-agent")]
 async fn start_local_agent(
     settings: &Settings,
@@ -459,17 +463,26 @@ async fn start_local_agent(
     .await??;
     let agent_settings =
         aisemble_agent::Settings::load(&config).context("loading the quickstart agent's config")?;
-    let (_, token) = control_plane
-        .state
-        .auth
-        .create(Role::Admin, "quickstart")
-        .context("creating a token")?;
     println!(
         "Local agent {} (config {}), streaming over mutual-TLS QUIC.",
         agent_settings.name,
         config.display()
     );
-    println!("Admin API token for this session: {token}");
+    // A first start has just printed its admin token. A later one cannot show that token
+    // again, so it makes one for this session, replacing the previous session's.
+    let token = match &control_plane.first_admin_token {
+        Some(token) => token.clone(),
+        None => {
+            let auth = &control_plane.state.auth;
+            auth.revoke(QUICKSTART_TOKEN_NAME)
+                .context("revoking the previous quickstart token")?;
+            let (_, token) = auth
+                .create(Role::Admin, QUICKSTART_TOKEN_NAME)
+                .context("creating a token")?;
+            println!("Admin API token for this session: {token}");
+            token
+        }
+    };
     println!(
         "Try: curl -H 'Authorization: Bearer {token}' http://{}/ops/agents",
         control_plane.http

@@ -97,4 +97,39 @@ async fn quickstart_streams_a_local_agent_within_30_seconds() {
         .await
         .expect("text");
     assert!(page.contains("Ai-semble Ops"));
+
+    // A later start cannot show the first token again (it is stored hashed): it prints a
+    // session token, which replaces the previous session's; the first token stays valid.
+    let first = cp.token.clone();
+    let mut cp = cp;
+    cp.restart();
+    let second = cp.token.clone();
+    assert_ne!(second, first, "a later start prints a session token");
+    cp.restart();
+    let third = cp.token.clone();
+    assert_ne!(third, second);
+    let status_with = |token: String| {
+        let http = cp.http;
+        async move {
+            crate::http::Api::new(http, &token)
+                .get("/ops/agents")
+                .await
+                .expect("agents")
+                .0
+        }
+    };
+    assert_eq!(status_with(first).await, 200, "the first admin token");
+    assert_eq!(status_with(third).await, 200, "this session's token");
+    assert_eq!(
+        status_with(second).await,
+        401,
+        "the previous session's token"
+    );
+    let (code, listing, _) = cp.cli(&["token", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        listing.matches("quickstart").count(),
+        1,
+        "one session token at a time: {listing}"
+    );
 }
