@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod json_file;
 pub mod logs;
 pub mod query;
+pub mod read_pool;
 pub mod registry;
 pub mod remote;
 pub mod reports;

@@ -21,10 +21,15 @@ use crate::{
     config::{HttpTls, Settings},
     enroll::EnrollmentTokens,
     ingest::{self, IngestContext},
+    read_pool::ReadPool,
     registry::Registry,
     store::{Store, StoreOptions},
     telemetry::Telemetry,
 };
+
+/// Log and audit reads at once (`read_pool`): two keep a search answering during an export
+/// while leaving ingest its share of a small host's cores.
+const READER_THREADS: usize = 2;
 
 /// How often changed agent records are written.
 const REGISTRY_PERSIST: Duration = Duration::from_secs(5);
@@ -187,6 +192,7 @@ impl ControlPlane {
             status_cache: Arc::default(),
             public_address: Arc::from(settings.public_address.as_str()),
             backups: backups.clone(),
+            readers: ReadPool::start(READER_THREADS).context("starting the reader threads")?,
         };
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();

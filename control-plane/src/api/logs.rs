@@ -1,11 +1,12 @@
 //! `/ops/logs/*`: search, stats, streamed export and cleanup of agents' log lines, and the audit
-//! log's search and verification (SPEC §8, §10). Every read of sled runs on a blocking thread;
-//! an export streams from that thread through a small channel, so a large export holds a few
-//! chunks in memory, never the whole result.
+//! log's search and verification (SPEC §8, §10). Every read of sled runs on the reader threads
+//! (`read_pool`); an export is read there a chunk at a time, each resumed after the last line
+//! sent, so it holds one chunk in memory and no thread while the client is slow.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     ops::ControlFlow,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -29,7 +30,7 @@ use super::{
 };
 use crate::{
     logs::{AuditRecord, HourCounts, LogFilter, StoredLogRef, Verification, parse_terms},
-    store::now_ms,
+    store::{Store, now_ms},
 };
 
 /// Default lines per search.
@@ -261,30 +262,32 @@ pub(super) async fn search(
     let limit = page_limit(query.limit)?;
     let filter = query.filter(now_ms())?;
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut logs = Vec::new();
-        let mut truncated = false;
-        let deadline = Instant::now() + SEARCH_BUDGET;
-        let outcome = store
-            .logs()
-            .scan(&filter, true, Some(deadline), |log| {
-                if logs.len() == limit {
-                    truncated = true;
-                    return ControlFlow::Break(());
-                }
-                logs.push(LogLine::from(log));
-                ControlFlow::Continue(())
-            })
-            .map_err(ApiError::internal)?;
-        Ok(Json(SearchResult {
-            logs,
-            scanned: outcome.scanned,
-            timed_out: outcome.timed_out,
-            truncated,
-        }))
-    })
-    .await
-    .map_err(ApiError::internal)?
+    state
+        .readers
+        .run(move || {
+            let mut logs = Vec::new();
+            let mut truncated = false;
+            let deadline = Instant::now() + SEARCH_BUDGET;
+            let outcome = store
+                .logs()
+                .scan(&filter, true, Some(deadline), None, |log| {
+                    if logs.len() == limit {
+                        truncated = true;
+                        return ControlFlow::Break(());
+                    }
+                    logs.push(LogLine::from(log));
+                    ControlFlow::Continue(())
+                })
+                .map_err(ApiError::internal)?;
+            Ok(Json(SearchResult {
+                logs,
+                scanned: outcome.scanned,
+                timed_out: outcome.timed_out,
+                truncated,
+            }))
+        })
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// `start`/`end` of the stats.
@@ -362,7 +365,9 @@ pub(super) async fn stats(
         return Err(ApiError::unprocessable("start: must not be after end"));
     }
     let store = state.store.clone();
-    let hours = tokio::task::spawn_blocking(move || store.logs().hours(start_ms, end_ms))
+    let hours = state
+        .readers
+        .run(move || store.logs().hours(start_ms, end_ms))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
@@ -436,6 +441,65 @@ fn csv_row(out: &mut Vec<u8>, log: &StoredLogRef<'_>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Where an export is: what it reads, and after which line it goes on.
+#[derive(Debug, Clone)]
+struct ExportPage {
+    filter: Arc<LogFilter>,
+    format: ExportFormat,
+    /// The key of the last line sent.
+    resume_after: Option<Vec<u8>>,
+    /// Lines still to send (`limit`).
+    remaining: u64,
+    /// The CSV header is still to send.
+    header: bool,
+}
+
+impl ExportPage {
+    /// The next chunk of the export, and whether more follows. Blocking.
+    fn read(&mut self, store: &Store) -> std::io::Result<(Bytes, bool)> {
+        let mut chunk = Vec::with_capacity(EXPORT_CHUNK + 4096);
+        if std::mem::take(&mut self.header) {
+            chunk.extend_from_slice(
+                b"timestamp,level,host,service,message,trace_id,request_id,context\r\n",
+            );
+        }
+        let mut failed = false;
+        let remaining = &mut self.remaining;
+        let format = self.format;
+        let scanned = store.logs().scan(
+            &self.filter,
+            false,
+            None,
+            self.resume_after.as_deref(),
+            |log| {
+                match format {
+                    ExportFormat::Ndjson => {
+                        if serde_json::to_writer(&mut chunk, &LogLine::from(log)).is_err() {
+                            failed = true;
+                            return ControlFlow::Break(());
+                        }
+                        chunk.push(b'\n');
+                    }
+                    ExportFormat::Csv => csv_row(&mut chunk, &log),
+                }
+                *remaining -= 1;
+                if *remaining == 0 || chunk.len() >= EXPORT_CHUNK {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
+        let outcome = scanned.map_err(|error| std::io::Error::other(error.to_string()))?;
+        if failed {
+            return Err(std::io::Error::other("a line could not be written as JSON"));
+        }
+        let more = self.remaining > 0 && outcome.stopped_at.is_some();
+        self.resume_after = outcome.stopped_at;
+        Ok((Bytes::from(chunk), more))
+    }
+}
+
 /// `POST /ops/logs/export` (viewer): every matching line, oldest first, streamed as NDJSON or
 /// CSV (RFC 4180).
 #[utoipa::path(post, path = "/ops/logs/export", tag = "logs",
@@ -459,55 +523,35 @@ pub(super) async fn export(
     };
     let format = query.format.unwrap_or(ExportFormat::Ndjson);
     let filter = query.filter(now_ms())?;
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    // One page (about one chunk) per job on the reader threads, resumed after the last line
+    // sent: a client that reads slowly, or not at all, holds a connection, never a reader.
+    let page = ExportPage {
+        filter: Arc::new(filter),
+        format,
+        resume_after: None,
+        remaining: limit,
+        header: format == ExportFormat::Csv,
+    };
+    let readers = state.readers.clone();
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut chunk = Vec::with_capacity(EXPORT_CHUNK + 4096);
-        if format == ExportFormat::Csv {
-            chunk.extend_from_slice(
-                b"timestamp,level,host,service,message,trace_id,request_id,context\r\n",
-            );
+    let stream = futures_util::stream::unfold(Some(page), move |next| {
+        let (readers, store) = (readers.clone(), store.clone());
+        async move {
+            let mut this = next?;
+            let read = readers
+                .run(move || {
+                    let result = this.read(&store);
+                    (this, result)
+                })
+                .await;
+            match read {
+                Ok((this, Ok((chunk, more)))) => Some((Ok(chunk), more.then_some(this))),
+                // The status is sent already: end the body with an error so the client sees a
+                // broken transfer rather than a short file that looks complete.
+                Ok((_, Err(error))) => Some((Err(error), None)),
+                Err(error) => Some((Err(std::io::Error::other(error)), None)),
+            }
         }
-        let mut written = 0;
-        let mut gone = false;
-        let result = store.logs().scan(&filter, false, None, |log| {
-            match format {
-                ExportFormat::Ndjson => {
-                    if serde_json::to_writer(&mut chunk, &LogLine::from(log)).is_err() {
-                        return ControlFlow::Break(());
-                    }
-                    chunk.push(b'\n');
-                }
-                ExportFormat::Csv => csv_row(&mut chunk, &log),
-            }
-            written += 1;
-            if chunk.len() >= EXPORT_CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(EXPORT_CHUNK + 4096));
-                if sender.blocking_send(Ok(Bytes::from(full))).is_err() {
-                    // The client went away.
-                    gone = true;
-                    return ControlFlow::Break(());
-                }
-            }
-            if written >= limit {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
-        if gone {
-            return;
-        }
-        let last = match result {
-            Ok(_) => Ok(Bytes::from(chunk)),
-            // The status is sent already: end the body with an error so the client sees a
-            // broken transfer rather than a short file that looks complete.
-            Err(error) => Err(std::io::Error::other(error.to_string())),
-        };
-        let _ = sender.blocking_send(last);
-    });
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
     });
     let (content_type, file) = match format {
         ExportFormat::Ndjson => ("application/x-ndjson", "logs.ndjson"),
@@ -615,43 +659,45 @@ pub(super) async fn audit(
     let start_ms = body_time("start", query.start.as_ref(), i64::MIN)?;
     let limit = page_limit(query.limit)?;
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut entries = Vec::new();
-        let mut truncated = false;
-        store
-            .audit()
-            .scan_newest_first(|record| {
-                if record.timestamp_ms < start_ms {
-                    return ControlFlow::Break(());
-                }
-                let wanted = record.timestamp_ms <= end_ms
-                    && query
-                        .actor
-                        .as_deref()
-                        .is_none_or(|a| a == record.event.actor)
-                    && query
-                        .outcome
-                        .as_deref()
-                        .is_none_or(|o| o == record.event.outcome)
-                    && query
-                        .path
-                        .as_deref()
-                        .is_none_or(|p| record.event.path.contains(p));
-                if !wanted {
-                    return ControlFlow::Continue(());
-                }
-                if entries.len() == limit {
-                    truncated = true;
-                    return ControlFlow::Break(());
-                }
-                entries.push(AuditEntry::from(record));
-                ControlFlow::Continue(())
-            })
-            .map_err(ApiError::internal)?;
-        Ok(Json(AuditEntries { entries, truncated }))
-    })
-    .await
-    .map_err(ApiError::internal)?
+    state
+        .readers
+        .run(move || {
+            let mut entries = Vec::new();
+            let mut truncated = false;
+            store
+                .audit()
+                .scan_newest_first(|record| {
+                    if record.timestamp_ms < start_ms {
+                        return ControlFlow::Break(());
+                    }
+                    let wanted = record.timestamp_ms <= end_ms
+                        && query
+                            .actor
+                            .as_deref()
+                            .is_none_or(|a| a == record.event.actor)
+                        && query
+                            .outcome
+                            .as_deref()
+                            .is_none_or(|o| o == record.event.outcome)
+                        && query
+                            .path
+                            .as_deref()
+                            .is_none_or(|p| record.event.path.contains(p));
+                    if !wanted {
+                        return ControlFlow::Continue(());
+                    }
+                    if entries.len() == limit {
+                        truncated = true;
+                        return ControlFlow::Break(());
+                    }
+                    entries.push(AuditEntry::from(record));
+                    ControlFlow::Continue(())
+                })
+                .map_err(ApiError::internal)?;
+            Ok(Json(AuditEntries { entries, truncated }))
+        })
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// A point of the chain.
@@ -720,7 +766,9 @@ pub(super) async fn audit_verify(
     State(state): State<AppState>,
 ) -> Result<Json<AuditVerification>, ApiError> {
     let store = state.store.clone();
-    let verification = tokio::task::spawn_blocking(move || store.audit().verify())
+    let verification = state
+        .readers
+        .run(move || store.audit().verify())
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;

@@ -92,6 +92,8 @@ pub struct AppState {
     pub public_address: Arc<str>,
     /// Backup jobs, runs and the repository.
     pub backups: crate::backup::Backups,
+    /// The threads that run log and audit reads.
+    pub readers: crate::read_pool::ReadPool,
 }
 
 impl AppState {

@@ -10,7 +10,7 @@
 
 use std::{
     collections::BTreeMap,
-    ops::ControlFlow,
+    ops::{Bound, ControlFlow},
     sync::{PoisonError, RwLock},
     time::{Duration, Instant},
 };
@@ -147,7 +147,7 @@ fn bump(map: &mut BTreeMap<String, u64>, name: &str, n: u64) {
 }
 
 /// How a scan ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanOutcome {
     /// Lines read (matching or not).
     pub scanned: u64,
@@ -155,6 +155,9 @@ pub struct ScanOutcome {
     pub stopped: bool,
     /// The deadline stopped the scan.
     pub timed_out: bool,
+    /// When the visitor stopped the scan: the key of the line it stopped on, so a later scan
+    /// can go on after it (`resume_after`).
+    pub stopped_at: Option<Vec<u8>>,
 }
 
 /// What a cleanup removed.
@@ -301,7 +304,8 @@ impl LogStore {
     }
 
     /// Visits the lines `filter` matches, newest first (or oldest first), until `visit` breaks
-    /// or `deadline` passes. Blocking.
+    /// or `deadline` passes; with `resume_after` (a previous outcome's `stopped_at`), only the
+    /// lines after that one in the scan's order. Blocking.
     ///
     /// # Errors
     /// When sled fails.
@@ -310,12 +314,18 @@ impl LogStore {
         filter: &LogFilter,
         newest_first: bool,
         deadline: Option<Instant>,
+        resume_after: Option<&[u8]>,
         mut visit: impl FnMut(StoredLogRef<'_>) -> ControlFlow<()>,
     ) -> Result<ScanOutcome, LogStoreError> {
         let mut outcome = ScanOutcome::default();
         if filter.end_ms < filter.start_ms {
             return Ok(outcome);
         }
+        // Keys start with the line's time, so a resumed scan skips whole days before (or,
+        // newest first, after) the line it resumes from.
+        let resume_day = resume_after
+            .and_then(|key| key.get(..8)?.try_into().ok())
+            .map(|time: [u8; 8]| day_of((u64::from_be_bytes(time) ^ (1 << 63)) as i64));
         let classes: Vec<Class> = Class::ALL
             .into_iter()
             .filter(|class| {
@@ -342,9 +352,29 @@ impl LogStore {
         } else {
             Box::new(days.iter())
         };
-        let lower = time_key(filter.start_ms);
-        let upper = filter.end_ms.checked_add(1).map(time_key);
+        let mut lower = Bound::Included(time_key(filter.start_ms).to_vec());
+        let mut upper = match filter.end_ms.checked_add(1) {
+            Some(end) => Bound::Excluded(time_key(end).to_vec()),
+            None => Bound::Unbounded,
+        };
+        if let Some(key) = resume_after {
+            if newest_first {
+                upper = Bound::Excluded(key.to_vec());
+            } else {
+                lower = Bound::Excluded(key.to_vec());
+            }
+        }
         for day in ordered {
+            let resumed_past = resume_day.is_some_and(|resume| {
+                if newest_first {
+                    *day > resume
+                } else {
+                    *day < resume
+                }
+            });
+            if resumed_past {
+                continue;
+            }
             let trees: Vec<sled::Tree> = {
                 let all = read(&self.days);
                 classes
@@ -355,10 +385,7 @@ impl LogStore {
             let mut iters: Vec<std::iter::Peekable<Entries>> = trees
                 .iter()
                 .map(|tree| {
-                    let range = match upper {
-                        Some(upper) => tree.range(lower..upper),
-                        None => tree.range(lower..),
-                    };
+                    let range = tree.range::<Vec<u8>, _>((lower.clone(), upper.clone()));
                     let iter: Entries = if newest_first {
                         Box::new(range.rev())
                     } else {
@@ -389,7 +416,7 @@ impl LogStore {
                 }
                 let Some((i, _)) = pick else { break };
                 let Some(next) = iters[i].next() else { break };
-                let (_, value) = next?;
+                let (key, value) = next?;
                 outcome.scanned += 1;
                 if outcome.scanned.is_multiple_of(4096)
                     && deadline.is_some_and(|d| Instant::now() >= d)
@@ -402,6 +429,7 @@ impl LogStore {
                 };
                 if filter.matches(&log) && visit(log).is_break() {
                     outcome.stopped = true;
+                    outcome.stopped_at = Some(key.to_vec());
                     return Ok(outcome);
                 }
             }

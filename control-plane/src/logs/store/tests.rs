@@ -34,7 +34,7 @@ fn everything() -> LogFilter {
 fn messages(store: &LogStore, filter: &LogFilter, newest_first: bool) -> Vec<String> {
     let mut out = Vec::new();
     store
-        .scan(filter, newest_first, None, |log| {
+        .scan(filter, newest_first, None, None, |log| {
             out.push(log.message.into_owned());
             ControlFlow::Continue(())
         })
@@ -132,7 +132,7 @@ fn a_visitor_and_a_deadline_stop_the_scan() {
     store.insert("node-1", &[many]).expect("insert");
     let mut seen = 0;
     let outcome = store
-        .scan(&everything(), true, None, |_| {
+        .scan(&everything(), true, None, None, |_| {
             seen += 1;
             if seen == 3 {
                 ControlFlow::Break(())
@@ -144,12 +144,66 @@ fn a_visitor_and_a_deadline_stop_the_scan() {
     assert!(outcome.stopped && !outcome.timed_out);
     assert_eq!(seen, 3);
     let outcome = store
-        .scan(&everything(), true, Some(Instant::now()), |_| {
+        .scan(&everything(), true, Some(Instant::now()), None, |_| {
             ControlFlow::Continue(())
         })
         .expect("scan");
     assert!(outcome.timed_out);
     assert!(outcome.scanned < 10_000);
+}
+
+/// Scans in pages of `page` lines, each resuming after the line the previous one stopped on.
+fn messages_in_pages(
+    store: &LogStore,
+    filter: &LogFilter,
+    newest_first: bool,
+    page: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut resume: Option<Vec<u8>> = None;
+    loop {
+        let mut taken = 0;
+        let outcome = store
+            .scan(filter, newest_first, None, resume.as_deref(), |log| {
+                out.push(log.message.into_owned());
+                taken += 1;
+                if taken == page {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .expect("scan");
+        assert!(out.len() <= 100, "the scan does not move on");
+        match outcome.stopped_at {
+            Some(key) => resume = Some(key),
+            None => return out,
+        }
+    }
+}
+
+#[test]
+fn a_scan_resumes_after_the_line_it_stopped_on_in_either_order() {
+    let (_dir, _db, store) = open();
+    store.insert("node-1", &sample()).expect("insert");
+    // Another agent's lines at the same instants: keys differ only after the time.
+    store.insert("node-2", &sample()).expect("insert");
+    let errors = LogFilter {
+        levels: BTreeSet::from([LogLevel::Error, LogLevel::Critical]),
+        ..everything()
+    };
+    for filter in [everything(), errors] {
+        for newest_first in [false, true] {
+            let whole = messages(&store, &filter, newest_first);
+            for page in 1..=whole.len() + 1 {
+                assert_eq!(
+                    messages_in_pages(&store, &filter, newest_first, page),
+                    whole,
+                    "pages of {page}, newest first: {newest_first}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
