@@ -55,12 +55,26 @@ impl ReadPool {
         &self,
         read: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ReadFailed> {
+        self.submit(read).await
+    }
+
+    /// Queues `read` now and returns its answer to await: the read starts as soon as a thread
+    /// is free, whether or not the answer is awaited yet (an export reads its next chunk while
+    /// the last one is sent).
+    pub fn submit<T, F>(&self, read: F) -> impl Future<Output = Result<T, ReadFailed>> + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = answer.send(read());
         });
-        self.jobs.send(job).map_err(|_| ReadFailed)?;
-        answered.await.map_err(|_| ReadFailed)
+        let queued = self.jobs.send(job).map_err(|_| ReadFailed);
+        async move {
+            queued?;
+            answered.await.map_err(|_| ReadFailed)
+        }
     }
 }
 
@@ -101,6 +115,20 @@ mod tests {
             "{names:?}"
         );
         assert!(names.len() <= 2, "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn a_submitted_read_runs_before_its_answer_is_awaited() {
+        let pool = ReadPool::start(1).expect("thread");
+        let (ran, started) = std::sync::mpsc::channel();
+        let answer = pool.submit(move || {
+            let _ = ran.send(());
+            5
+        });
+        started
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the read ran without being awaited");
+        assert_eq!(answer.await.ok(), Some(5));
     }
 
     #[tokio::test]

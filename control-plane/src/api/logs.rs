@@ -408,8 +408,10 @@ pub(super) async fn stats(
     }))
 }
 
-/// Bytes an export collects before handing a chunk to the connection.
-const EXPORT_CHUNK: usize = 64 << 10;
+/// Bytes an export collects before handing a chunk to the connection. Each chunk is one job on
+/// a reader thread that seeks to where the last one stopped; while the connection sends one
+/// chunk, the next is read.
+const EXPORT_CHUNK: usize = 256 << 10;
 
 fn csv_field(out: &mut Vec<u8>, text: &str) {
     if text.contains([',', '"', '\n', '\r']) {
@@ -442,7 +444,7 @@ fn csv_row(out: &mut Vec<u8>, log: &StoredLogRef<'_>) {
 }
 
 /// Where an export is: what it reads, and after which line it goes on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ExportPage {
     filter: Arc<LogFilter>,
     format: ExportFormat,
@@ -524,7 +526,9 @@ pub(super) async fn export(
     let format = query.format.unwrap_or(ExportFormat::Ndjson);
     let filter = query.filter(now_ms())?;
     // One page (about one chunk) per job on the reader threads, resumed after the last line
-    // sent: a client that reads slowly, or not at all, holds a connection, never a reader.
+    // sent: a client that reads slowly, or not at all, holds a connection and one chunk read
+    // ahead, never a reader. Reading the next chunk while this one is sent keeps the reader and
+    // the connection busy at once.
     let page = ExportPage {
         filter: Arc::new(filter),
         format,
@@ -534,18 +538,19 @@ pub(super) async fn export(
     };
     let readers = state.readers.clone();
     let store = state.store.clone();
-    let stream = futures_util::stream::unfold(Some(page), move |next| {
-        let (readers, store) = (readers.clone(), store.clone());
+    let read_page = move |mut page: ExportPage| {
+        let store = store.clone();
+        readers.submit(move || {
+            let result = page.read(&store);
+            (page, result)
+        })
+    };
+    let first = read_page(page);
+    let stream = futures_util::stream::unfold(Some(first), move |reading| {
+        let read_page = read_page.clone();
         async move {
-            let mut this = next?;
-            let read = readers
-                .run(move || {
-                    let result = this.read(&store);
-                    (this, result)
-                })
-                .await;
-            match read {
-                Ok((this, Ok((chunk, more)))) => Some((Ok(chunk), more.then_some(this))),
+            match reading?.await {
+                Ok((page, Ok((chunk, more)))) => Some((Ok(chunk), more.then(|| read_page(page)))),
                 // The status is sent already: end the body with an error so the client sees a
                 // broken transfer rather than a short file that looks complete.
                 Ok((_, Err(error))) => Some((Err(error), None)),
