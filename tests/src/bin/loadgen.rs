@@ -80,6 +80,10 @@ enum Command {
         /// Log lines per agent per second, sent in each batch beside the samples.
         #[arg(long, default_value_t = 0)]
         log_lines: u64,
+        /// Spread the agents' one-second ticks evenly over the second, as hosts started at
+        /// different times send, instead of all agents sending in the same few milliseconds.
+        #[arg(long)]
+        spread: bool,
     },
     /// Fill an agent journal with a backlog.
     Backlog {
@@ -125,6 +129,7 @@ fn main() -> anyhow::Result<()> {
             duration,
             endpoints,
             log_lines,
+            spread,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -141,6 +146,7 @@ fn main() -> anyhow::Result<()> {
                 duration,
                 endpoints,
                 log_lines,
+                spread,
             }))
         }
     }
@@ -185,6 +191,7 @@ struct Options {
     duration: Duration,
     endpoints: usize,
     log_lines: u64,
+    spread: bool,
 }
 
 /// Issues (or reuses) one certificate per simulated agent.
@@ -254,9 +261,15 @@ async fn ingest(options: Options) -> anyhow::Result<()> {
             generic_series(options.series)
         };
         let (quic, rate, log_lines) = (options.quic, options.rate, options.log_lines);
+        let first_tick = if options.spread {
+            Duration::from_secs(1) * i as u32 / options.agents.max(1) as u32
+        } else {
+            Duration::ZERO
+        };
         tasks.push(tokio::spawn(async move {
             if let Err(error) = agent(
-                i, endpoint, config, quic, templates, rate, log_lines, &stats, &measuring, &stop,
+                i, endpoint, config, quic, templates, rate, log_lines, first_tick, &stats,
+                &measuring, &stop,
             )
             .await
             {
@@ -365,6 +378,7 @@ async fn agent(
     templates: Vec<(Sample, Shape)>,
     rate: u64,
     log_lines: u64,
+    first_tick: Duration,
     stats: &Stats,
     measuring: &AtomicBool,
     stop: &AtomicBool,
@@ -421,7 +435,10 @@ async fn agent(
     };
     let writer = async move {
         // One batch per second per agent: `rate` records of all series.
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + first_tick,
+            Duration::from_secs(1),
+        );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut t = now_ms() - 1000;
         let mut step = 0u64;
