@@ -1,7 +1,8 @@
 //! Operations reports against a live control plane: a scripted agent sends half a day of disk,
 //! request and cost samples over real mTLS QUIC; `GET /ops/reports/daily` and
 //! `aisemble-cp report daily` (the real binary) report the host, the disk's days until full, the
-//! service's error rate, the agent's certificate, the cost, and that no backups are recorded yet.
+//! service's error rate, the agent's certificate, the cost, and that no backups are recorded yet;
+//! the weekly and monthly reports cover their longer windows.
 
 use std::time::Duration;
 
@@ -111,6 +112,28 @@ async fn daily_report_from_live_data() {
             .any(|f| f.as_str().is_some_and(|f| f.contains("full in")))),
         "{report}"
     );
+
+    // Weekly and monthly: the same checklist over 7 and 30 days, which hold all of this data.
+    for (period, days) in [("weekly", 7), ("monthly", 30)] {
+        let (code, longer) = api
+            .get(&format!("/ops/reports/{period}"))
+            .await
+            .expect("request");
+        assert_eq!(code, 200, "{longer}");
+        assert_eq!(longer["period"], period);
+        assert_eq!(
+            longer["end_ms"].as_i64().unwrap_or(0) - longer["start_ms"].as_i64().unwrap_or(0),
+            days * 24 * HOUR_MS,
+            "{period}"
+        );
+        assert_eq!(find(&longer["hosts"], "host", "db-1")["up"], true);
+        let orders = find(&longer["services"], "service", "orders");
+        assert!(close(&orders["error_rate"]["now"], 0.05, 1e-9), "{orders}");
+        let usd = find(&longer["cost"]["window"], "model", "gpt-4o")["usd"]
+            .as_f64()
+            .unwrap_or(0.0);
+        assert!((12.0..=14.0).contains(&usd), "{period}: {usd}");
+    }
 
     let (code, body) = api.get("/ops/reports/yearly").await.expect("request");
     assert_eq!(code, 404, "{body}");
