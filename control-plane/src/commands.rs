@@ -190,18 +190,38 @@ pub fn quickstart_agent_config(
         format!("127.0.0.1:{}", quic.port())
     };
     let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        agent_toml(
-            "`aisemble-cp`",
-            &name,
-            &loopback,
-            Some("localhost"),
-            Some("journal"),
-            Some("5s"),
-        ),
-    )?;
+    let mut text = agent_toml(
+        "`aisemble-cp`",
+        &name,
+        &loopback,
+        Some("localhost"),
+        Some("journal"),
+        Some("5s"),
+    );
+    text.push_str(&quickstart_logs_section());
+    std::fs::write(&config, text)?;
     Ok(config)
+}
+
+/// The file, beside the quickstart agent's config, where `quickstart` writes the control plane's
+/// own log (its local agent's included) as JSON lines, emptied at each start.
+const QUICKSTART_LOG_FILE: &str = "control-plane.log";
+
+/// Where `quickstart` writes the control plane's own log for its local agent to tail, so the
+/// dashboard's Logs view shows the log pipeline at work from the first minute.
+pub fn quickstart_log_path(settings: &Settings) -> PathBuf {
+    settings
+        .data_dir
+        .join("quickstart-agent")
+        .join(QUICKSTART_LOG_FILE)
+}
+
+fn quickstart_logs_section() -> String {
+    format!(
+        "\n# The control plane's own log, which quickstart writes as JSON lines.\n\
+         [[logs]]\npath = \"{QUICKSTART_LOG_FILE}\"\nservice = \"aisemble-cp\"\n\
+         format = \"json\"\nstart_at = \"beginning\"\n"
+    )
 }
 
 /// `rules check`: each file's groups and rules, or every problem, as `promtool check rules`
@@ -299,7 +319,7 @@ pub fn enroll_token_list(settings: &Settings) -> anyhow::Result<String> {
 mod tests {
     use std::path::Path;
 
-    use aisemble_shared::config::{AgentConfigFile, parse_toml};
+    use aisemble_shared::config::{AgentConfigFile, LogFormat, StartAt, parse_toml};
 
     use aisemble_shared::config::agent_toml;
 
@@ -325,5 +345,19 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(minimal.control_plane.server_name, None);
+    }
+
+    #[test]
+    fn the_quickstart_agent_tails_the_control_planes_log_as_json() {
+        let mut text = agent_toml("`aisemble-cp`", "n", "h:1", None, None, None);
+        text.push_str(&super::quickstart_logs_section());
+        let config: AgentConfigFile = parse_toml(Path::new("a"), &text, "x").expect("parses");
+        let [source] = config.logs.as_slice() else {
+            panic!("one log source: {:?}", config.logs);
+        };
+        assert_eq!(source.path, Path::new(super::QUICKSTART_LOG_FILE));
+        assert_eq!(source.service, "aisemble-cp");
+        assert_eq!(source.format, LogFormat::Json);
+        assert_eq!(source.start_at, StartAt::Beginning);
     }
 }

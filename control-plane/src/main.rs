@@ -382,7 +382,6 @@ fn oneshot(data: DataArgs, run: impl FnOnce(&Settings) -> anyhow::Result<String>
 }
 
 fn run_server(args: ServerArgs, quickstart: bool) -> ExitCode {
-    init_tracing(args.log_format);
     let overrides = Overrides {
         data_dir: args.data_dir.clone(),
         http: args.http.clone(),
@@ -392,6 +391,22 @@ fn run_server(args: ServerArgs, quickstart: bool) -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
+    // quickstart's local agent tails a JSON copy of this process's log; the guard flushes it
+    // when the process ends.
+    let (log_copy, _flushes_on_exit) = if quickstart {
+        match open_log_copy(&commands::quickstart_log_path(&settings)) {
+            Ok((writer, guard)) => (Some(writer), Some(guard)),
+            Err(error) => {
+                eprintln!(
+                    "warning: the local agent will not see the control plane's log: {error:#}"
+                );
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
+    init_tracing(args.log_format, log_copy);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -521,7 +536,24 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn init_tracing(format: LogFormat) {
+/// Empties (or creates) `path` and returns a writer that appends to it off the async runtime.
+fn open_log_copy(
+    path: &std::path::Path,
+) -> anyhow::Result<(
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+)> {
+    use anyhow::Context as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(tracing_appender::non_blocking(file))
+}
+
+/// Logs to stderr in `format`, and as JSON lines to `copy` when given.
+fn init_tracing(format: LogFormat, copy: Option<tracing_appender::non_blocking::NonBlocking>) {
     use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("aisemble_control_plane=info,aisemble_agent=info"));
@@ -538,7 +570,15 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
+    let copy = copy.map(|writer| {
+        fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(copy);
     if json {
         registry
             .with(

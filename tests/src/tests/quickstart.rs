@@ -9,7 +9,8 @@ use crate::{http::metric_value, process::ControlPlane, wait};
 
 /// SPEC §4 / README: a fresh data directory, `aisemble-cp quickstart`, and within 30 s `/metrics`
 /// shows the local agent's CPU with its host label and one connected agent; the exposition passes
-/// `promtool check metrics`.
+/// `promtool check metrics`; the control plane's own log lines, tailed by the local agent, are
+/// searchable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_streams_a_local_agent_within_30_seconds() {
     let dir = tempdir();
@@ -56,6 +57,24 @@ async fn quickstart_streams_a_local_agent_within_30_seconds() {
     let agents = agents["agents"].as_array().expect("list");
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0]["connected"], true);
+    // The local agent tails the control plane's own log: the Logs view is not empty.
+    let host = agents[0]["id"].as_str().expect("agent id").to_owned();
+    let line = wait::until(
+        Duration::from_secs(20),
+        "the control plane's own log lines, stored",
+        || async {
+            let query = serde_json::json!({"services": ["aisemble-cp"], "query": "started"});
+            let (_, found) = api.post("/ops/logs/search", &query).await.ok()?;
+            found["logs"]
+                .as_array()?
+                .iter()
+                .find(|l| l["message"] == "Control plane started.")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(line["host"], host.as_str(), "{line}");
+    assert_eq!(line["level"], "info", "{line}");
     let (status, health) = api.get("/health").await.expect("health");
     assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
     // Every response carries a request id; a client's own id is kept.
