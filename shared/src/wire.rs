@@ -681,7 +681,8 @@ pub enum TaskMessage {
     /// The current file is complete; its content's SHA-256, so the receiver can check that what
     /// it got is what was read (backup) or recorded (restore).
     EntryEnd {
-        /// 32 bytes.
+        /// 32 bytes; empty when the sender could not read the file to its end (an I/O error
+        /// mid-file): the receiver drops the entry, and a backup counts it as skipped.
         #[serde(with = "serde_bytes")]
         sha256: Vec<u8>,
     },

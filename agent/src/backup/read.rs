@@ -194,7 +194,8 @@ fn read_entry(
 }
 
 /// Sends a reader's content as `Data` frames and an `EntryEnd`; returns bytes and hash. On a read
-/// error the entry is still ended (with the hash of what was sent) and the error returned.
+/// error the entry is still ended, with an empty hash so the receiver drops the part it got,
+/// and the error returned.
 fn stream_content(
     mut reader: impl Read,
     tx: &mpsc::Sender<TaskMessage>,
@@ -230,7 +231,11 @@ fn stream_content(
     send(
         tx,
         TaskMessage::EntryEnd {
-            sha256: sha256.clone(),
+            sha256: if failure.is_some() {
+                Vec::new()
+            } else {
+                sha256.clone()
+            },
         },
     )?;
     Ok(match failure {
@@ -307,4 +312,66 @@ fn read_command(
             skipped_or_verified: 0,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gives `good` bytes, then fails as a disk read would.
+    struct FailsMidway {
+        good: Vec<u8>,
+    }
+
+    impl Read for FailsMidway {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.good.is_empty() {
+                return Err(io::Error::other("EIO"));
+            }
+            let n = buf.len().min(self.good.len());
+            buf[..n].copy_from_slice(&self.good[..n]);
+            self.good.drain(..n);
+            Ok(n)
+        }
+    }
+
+    fn frames(reader: impl Read) -> (bool, Vec<TaskMessage>) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let ok = matches!(stream_content(reader, &tx), Ok(Ok(_)));
+        drop(tx);
+        let mut frames = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            frames.push(frame);
+        }
+        (ok, frames)
+    }
+
+    #[test]
+    fn a_file_read_to_its_end_ends_with_its_hash() {
+        let (ok, frames) = frames(&b"all of it"[..]);
+        assert!(ok);
+        assert_eq!(
+            frames.last(),
+            Some(&TaskMessage::EntryEnd {
+                sha256: Sha256::digest(b"all of it").to_vec()
+            })
+        );
+    }
+
+    #[test]
+    fn a_read_error_mid_file_ends_the_entry_with_no_hash() {
+        let (ok, frames) = frames(FailsMidway {
+            good: b"the first half".to_vec(),
+        });
+        assert!(!ok, "the error is returned");
+        assert_eq!(
+            frames,
+            [
+                TaskMessage::Data {
+                    bytes: b"the first half".to_vec()
+                },
+                TaskMessage::EntryEnd { sha256: Vec::new() },
+            ]
+        );
+    }
 }

@@ -171,6 +171,8 @@ pub struct SnapshotSummary {
     pub bytes: u64,
     /// Compressed bytes it added to the repository.
     pub added_bytes: u64,
+    /// Entries the agent could not read, left out (the agent's log names them).
+    pub skipped: u64,
 }
 
 impl SnapshotSummary {
@@ -186,6 +188,7 @@ impl SnapshotSummary {
             entries: s.entries.len() as u64,
             bytes: s.bytes,
             added_bytes: s.added_bytes,
+            skipped: s.skipped,
         }
     }
 }
@@ -793,8 +796,15 @@ impl Backups {
             usage.0 += snapshot.added_chunks;
             usage.1 += snapshot.added_bytes;
         }
+        let skipped = match snapshot.skipped {
+            0 => String::new(),
+            1 => format!("; 1 entry could not be read and is not in it ({agent}'s log names it)"),
+            n => format!(
+                "; {n} entries could not be read and are not in it ({agent}'s log names them)"
+            ),
+        };
         Ok(format!(
-            "snapshot {}: {} entries, {} bytes, {} new chunks ({} bytes stored)",
+            "snapshot {}: {} entries, {} bytes, {} new chunks ({} bytes stored){skipped}",
             snapshot.id,
             snapshot.entries.len(),
             snapshot.bytes,

@@ -105,6 +105,9 @@ pub struct Snapshot {
     pub added_chunks: u64,
     /// Every entry, in the order read.
     pub entries: Vec<ManifestEntry>,
+    /// Entries the agent could not read (its log names them): not in this snapshot.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// One entry of a manifest.
@@ -496,6 +499,7 @@ mod tests {
             added_bytes: 0,
             chunks: chunks.len() as u64,
             added_chunks: 0,
+            skipped: 0,
             entries: vec![ManifestEntry {
                 path: "f".into(),
                 kind: "file".into(),

@@ -55,6 +55,7 @@ pub fn store_stream(
         chunks: 0,
         added_chunks: 0,
         entries: Vec::new(),
+        skipped: 0,
     };
     let mut current: Option<Receiving> = None;
     let store = |snapshot: &mut Snapshot, file: &mut ManifestEntry, chunk: &[u8]| {
@@ -130,6 +131,11 @@ pub fn store_stream(
                 else {
                     return Err("the agent ended a file that never began".into());
                 };
+                if sha256.is_empty() {
+                    // The agent could not read the file to its end: keep no part of it. Its
+                    // chunks stored so far stay until pruned.
+                    continue;
+                }
                 for chunk in chunker.finish() {
                     store(&mut snapshot, &mut entry, &chunk)?;
                 }
@@ -159,6 +165,7 @@ pub fn store_stream(
                         snapshot.bytes
                     ));
                 }
+                snapshot.skipped = summary.skipped_or_verified;
                 snapshot.finished_ms = now_ms();
                 repo.save_snapshot(&snapshot).map_err(|e| e.to_string())?;
                 return Ok(snapshot);
@@ -407,5 +414,27 @@ mod tests {
         }));
         assert!(store(&repo, totals).is_err());
         assert!(repo.snapshots().expect("list").0.is_empty());
+    }
+
+    #[test]
+    fn a_file_the_agent_could_not_read_to_its_end_is_left_out_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::open_or_init(dir.path()).expect("repo");
+        let mut frames = file_frames("srv/ok.conf", b"a = 1\n");
+        let mut cut = file_frames("srv/bad.bin", b"the first half");
+        if let Some(TaskMessage::EntryEnd { sha256 }) = cut.last_mut() {
+            sha256.clear();
+        }
+        frames.extend(cut);
+        frames.push(TaskMessage::Done(TaskSummary {
+            entries: 1,
+            bytes: 6,
+            skipped_or_verified: 1,
+        }));
+        let snapshot = store(&repo, frames).expect("stored");
+        let paths: Vec<&str> = snapshot.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["srv/ok.conf"]);
+        assert_eq!((snapshot.bytes, snapshot.skipped), (6, 1));
+        assert!(verify_snapshot(&repo, &snapshot).is_ok());
     }
 }

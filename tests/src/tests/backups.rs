@@ -468,3 +468,51 @@ async fn files_databases_and_caches_are_backed_up_deduplicated_restored_and_chec
     );
     assert_eq!(status_body["jobs"].as_array().expect("jobs").len(), 4);
 }
+
+/// A file that fails mid-read (`/proc/self/mem` answers EIO, as a failing disk does) is left out
+/// of the snapshot, counted and named in the run, and the rest is backed up and restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_fails_mid_read_is_left_out_and_reported() {
+    let dir = tempdir();
+    let cp = ControlPlane::serve(&dir.path().join("cp"));
+    let api = cp.api();
+    let _agent = Agent::start(&cp.issue_agent("node-1", &dir.path().join("agent"), "1s", "64MiB"));
+    connected(&api, "node-1").await;
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("ok.conf"), b"kept\n").expect("write");
+    let job = json!({
+        "name": "partial", "agents": ["node-1"],
+        "source": {"type": "paths", "paths": [src, "/proc/self/mem"]}
+    });
+    let (status, body) = api.post("/ops/backups/jobs", &job).await.expect("post");
+    assert_eq!(status, 201, "{body}");
+
+    let run = run_job(&api, "partial").await;
+    succeeded(&run);
+    let detail = run["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("1 entry could not be read"), "{run}");
+    let (_, list) = api
+        .get("/ops/backups/snapshots?job=partial")
+        .await
+        .expect("get");
+    let snapshot = &list["snapshots"][0];
+    assert_eq!(snapshot["id"], run["snapshot"], "{list}");
+    assert_eq!(snapshot["skipped"], 1, "{snapshot}");
+    assert_eq!(
+        snapshot["entries"], 2,
+        "the directory and ok.conf: {snapshot}"
+    );
+
+    let restored = dir.path().join("restored");
+    succeeded(&restore(&api, &run["snapshot"], &restored).await);
+    let inside = restored.join(src.strip_prefix("/").expect("absolute"));
+    assert_eq!(
+        std::fs::read(inside.join("ok.conf")).expect("ok.conf"),
+        b"kept\n"
+    );
+    assert!(
+        !restored.join("proc").exists(),
+        "no part of the unreadable file"
+    );
+}
