@@ -136,6 +136,9 @@ pub struct RunRecord {
     /// Compressed bytes a backup added to the repository.
     #[serde(default)]
     pub added_bytes: u64,
+    /// Entries a backup left out because the agent could not read them.
+    #[serde(default)]
+    pub skipped: u64,
     /// What happened, in words (the error, for a failed run).
     #[serde(default)]
     pub detail: String,
@@ -657,6 +660,7 @@ impl Backups {
             entries: 0,
             bytes: 0,
             added_bytes: 0,
+            skipped: 0,
             detail: String::new(),
         };
         fill(&mut run);
@@ -790,6 +794,7 @@ impl Backups {
         run.entries = snapshot.entries.len() as u64;
         run.bytes = snapshot.bytes;
         run.added_bytes = snapshot.added_bytes;
+        run.skipped = snapshot.skipped;
         lock(&self.0.catalog).push(SnapshotSummary::of(&snapshot));
         {
             let mut usage = lock(&self.0.usage);
@@ -880,6 +885,10 @@ impl Backups {
                 end as f64 / 1000.0,
             ));
             samples.push((labels("aisemble_backup_last_size_bytes"), run.bytes as f64));
+            samples.push((
+                labels("aisemble_backup_last_skipped_entries"),
+                run.skipped as f64,
+            ));
         }
         match self.0.store.write_local(end, &samples).await {
             Ok(pending) => {

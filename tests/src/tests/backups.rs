@@ -492,6 +492,20 @@ async fn a_file_that_fails_mid_read_is_left_out_and_reported() {
     succeeded(&run);
     let detail = run["detail"].as_str().unwrap_or("");
     assert!(detail.contains("1 entry could not be read"), "{run}");
+    assert_eq!(run["skipped"], 1, "{run}");
+    let skipped = wait::until(
+        Duration::from_secs(10),
+        "the skipped-entries series",
+        || async {
+            let (_, body) = api
+                .get("/api/v1/query?query=aisemble_backup_last_skipped_entries%7Bjob%3D%22partial%22%7D")
+                .await
+                .ok()?;
+            body["data"]["result"][0]["value"][1].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    assert_eq!(skipped, "1");
     let (_, list) = api
         .get("/ops/backups/snapshots?job=partial")
         .await
