@@ -5,7 +5,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Query, State},
+    extract::{Path, Query, State},
     http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,33 @@ pub(super) async fn put_job(
         StatusCode::OK
     };
     Ok((status, Json(JobSaved { created, name })))
+}
+
+/// A job deleted.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct JobDeleted {
+    /// Its name.
+    name: String,
+}
+
+/// `DELETE /ops/backups/jobs/{name}`: the job is no longer scheduled or listed. Runs going on
+/// finish, and its snapshots stay, restorable.
+#[utoipa::path(delete, path = "/ops/backups/jobs/{name}", tag = "backups",
+    params(("name" = String, Path, description = "The job's name")),
+    responses(
+        (status = 200, description = "Deleted.", body = JobDeleted),
+        (status = 404, description = "No such job.", body = ErrorBody),
+    ))]
+pub(super) async fn delete_job(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobDeleted>, ApiError> {
+    let backups = state.backups.clone();
+    let target = name.clone();
+    tokio::task::spawn_blocking(move || backups.delete_job(&target))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(JobDeleted { name }))
 }
 
 /// Which job to run now.

@@ -237,6 +237,12 @@ fn routes(metrics_require_token: bool) -> Vec<Route> {
         route(viewer, "GET", "/ops/backups/status", backups::status),
         route(viewer, "GET", "/ops/backups/snapshots", backups::snapshots),
         route(operator, "POST", "/ops/backups/jobs", backups::put_job),
+        route(
+            operator,
+            "DELETE",
+            "/ops/backups/jobs/{name}",
+            backups::delete_job,
+        ),
         route(operator, "POST", "/ops/backups/manual", backups::manual),
         route(operator, "POST", "/ops/backups/restore", backups::restore),
         route(operator, "POST", "/ops/backups/check", backups::check),

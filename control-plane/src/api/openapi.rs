@@ -82,6 +82,7 @@ use super::{
         logs::cleanup,
         backups::status,
         backups::put_job,
+        backups::delete_job,
         backups::manual,
         backups::snapshots,
         backups::restore,

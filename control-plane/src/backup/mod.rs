@@ -383,6 +383,30 @@ impl Backups {
         Ok(created)
     }
 
+    /// Deletes a job: it is no longer scheduled or listed. Runs going on finish; its snapshots
+    /// stay, restorable. Blocking (writes the jobs file).
+    ///
+    /// # Errors
+    /// `NoJob`, or `Storage`.
+    pub fn delete_job(&self, name: &str) -> Result<(), BackupError> {
+        json_file::modify(
+            &self.0.jobs_path,
+            "backup jobs",
+            |specs: &mut Vec<JobSpec>| -> Result<(), BackupError> {
+                let before = specs.len();
+                specs.retain(|s| s.name != name);
+                if specs.len() == before {
+                    return Err(BackupError::NoJob(name.to_owned()));
+                }
+                Ok(())
+            },
+        )?;
+        lock(&self.0.jobs).remove(name);
+        lock(&self.0.next_due).remove(name);
+        info!(job = %name, "Backup job deleted.");
+        Ok(())
+    }
+
     /// Starts the job on its agents (or on `only` of them); returns the runs started.
     ///
     /// # Errors

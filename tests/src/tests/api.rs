@@ -317,6 +317,17 @@ fn matrix() -> Vec<Row> {
             ),
             200,
         ),
+        // The operator deletes the job; the admin, after, finds none.
+        then(
+            row(
+                "DELETE",
+                "/ops/backups/jobs/{name}",
+                "/ops/backups/jobs/matrix",
+                OPERATOR,
+                200,
+            ),
+            404,
+        ),
         with_body(
             row(
                 "POST",

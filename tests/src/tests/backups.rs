@@ -470,7 +470,8 @@ async fn files_databases_and_caches_are_backed_up_deduplicated_restored_and_chec
 }
 
 /// A file that fails mid-read (`/proc/self/mem` answers EIO, as a failing disk does) is left out
-/// of the snapshot, counted and named in the run, and the rest is backed up and restores.
+/// of the snapshot, counted and named in the run, and the rest is backed up and restores; the
+/// job is then deleted, and its snapshot stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_fails_mid_read_is_left_out_and_reported() {
     let dir = tempdir();
@@ -529,4 +530,33 @@ async fn a_file_that_fails_mid_read_is_left_out_and_reported() {
         !restored.join("proc").exists(),
         "no part of the unreadable file"
     );
+
+    // Deleting the job stops it being listed or run; its snapshot stays.
+    let (status, body) = api
+        .delete("/ops/backups/jobs/partial")
+        .await
+        .expect("delete");
+    assert_eq!((status, &body["name"]), (200, &json!("partial")), "{body}");
+    let (_, status_body) = api.get("/ops/backups/status").await.expect("status");
+    assert!(
+        status_body["jobs"]
+            .as_array()
+            .is_some_and(|jobs| jobs.iter().all(|j| j["spec"]["name"] != "partial")),
+        "{status_body}"
+    );
+    let (status, body) = api
+        .post("/ops/backups/manual", &json!({"job": "partial"}))
+        .await
+        .expect("post");
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = api
+        .delete("/ops/backups/jobs/partial")
+        .await
+        .expect("delete");
+    assert_eq!(status, 404);
+    let (_, list) = api
+        .get("/ops/backups/snapshots?job=partial")
+        .await
+        .expect("get");
+    assert_eq!(list["snapshots"][0]["id"], run["snapshot"], "{list}");
 }
