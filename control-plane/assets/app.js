@@ -490,11 +490,16 @@
         const restore = e.target.closest('button[data-restore]');
         if (restore) openRestore(this.snapshots.get(restore.dataset.restore));
         if (e.target.closest('button[data-check]')) this.act(root, '/ops/backups/check', { read_data: true }, 'Repository check started.');
+        const del = e.target.closest('button[data-delete-job]');
+        const job = del && del.dataset.deleteJob;
+        if (job && window.confirm(`Delete the backup job ${job}? It will no longer run; its snapshots stay and can still be restored.`)) {
+          this.act(root, '/ops/backups/jobs/' + encodeURIComponent(job), undefined, `Deleted ${job}; its snapshots stay.`, 'DELETE');
+        }
       });
     },
-    async act(root, path, body, done) {
+    async act(root, path, body, done, method = 'POST') {
       const message = $('#backups-message', root);
-      const r = await api(path, { method: 'POST', body });
+      const r = await api(path, { method, body });
       if (!r.ok) {
         const hint = r.status === 403 ? ' This needs an operator or admin token.' : '';
         message.textContent = errorText(r.status, r.body) + hint;
@@ -529,7 +534,8 @@
           <td>${runPill(j.last_run)} <span class="muted small">${j.last_run ? sinceIso(j.last_run.started_at) : ''}</span></td>
           <td class="num">${j.success_rate == null ? '–' : num(j.success_rate * 100, 1) + '%'}</td>
           <td class="num">${num(j.snapshots)}</td>
-          <td><button type="button" data-run-job="${esc(j.spec.name)}">Run now</button></td></tr>`).join('');
+          <td><button type="button" data-run-job="${esc(j.spec.name)}">Run now</button>
+            <button type="button" class="danger" data-delete-job="${esc(j.spec.name)}">Delete</button></td></tr>`).join('');
       const runs = status.recent_runs || [];
       const runRows = runs.slice(0, 20).map((run) => `<tr data-run="${esc(run.id)}" data-state="${esc(run.state)}">
           <td class="num">${esc(run.id)}</td><td>${esc(run.kind)}</td><td>${esc(run.job || '')}</td><td>${esc(run.agent || '')}</td>

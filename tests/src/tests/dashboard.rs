@@ -849,5 +849,26 @@ async fn backups_run_and_restore_from_the_browser() {
             "const t = document.querySelector('#fleet-summary'); return t && t.textContent.includes('1 snapshot') && t.textContent.includes('last success')",
         )
         .await;
+
+    // Delete the job (the confirmation accepted); its snapshot stays in the list.
+    browser.click("nav a[data-route='backups']").await;
+    browser
+        .until(
+            Duration::from_secs(20),
+            "the job row again",
+            "return document.querySelector('button[data-delete-job=\"models\"]') !== null",
+        )
+        .await;
+    browser.js("window.confirm = () => true; return null").await;
+    browser.click("button[data-delete-job=\"models\"]").await;
+    browser
+        .until(
+            Duration::from_secs(20),
+            "the job gone and its snapshot kept",
+            "return document.querySelector('tr[data-job=\"models\"]') === null && document.querySelector('#backup-snapshots tr[data-snapshot]') !== null",
+        )
+        .await;
+    let (_, status) = api.get("/ops/backups/status").await.expect("status");
+    assert_eq!(status["jobs"], json!([]), "{status}");
     browser.close().await;
 }
