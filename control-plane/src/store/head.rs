@@ -1,10 +1,12 @@
 //! The in-memory part of each series: the open chunk being appended to, chunks sealed but not yet
 //! written to disk, and the latest sample.
 //!
-//! A chunk is sealed when it holds [`MAX_CHUNK_SAMPLES`] samples, when a sample falls on another
-//! UTC day than the chunk's first (so every persisted chunk belongs to exactly one day tree, and
-//! retention drops whole trees), and when a checkpoint cuts the head ([`Series::cut`]): a
-//! checkpoint writes everything since the previous one, once, as one value per series and day.
+//! A chunk is sealed when it holds [`MAX_CHUNK_SAMPLES`] samples, when a sample falls in another
+//! segment ([`SEGMENT_MS`], ten minutes of UTC) than the chunk's first, and when a checkpoint cuts
+//! the head ([`Series::cut`]): a checkpoint writes everything since the previous one, once, as one
+//! value per series and segment. So every persisted chunk belongs to exactly one day tree (retention
+//! drops whole trees), and a read of a recent window starts at its segment's start instead of the
+//! day's (see `Store::samples_of`).
 //! The writer thread is the only appender; queries read concurrently through the per-series mutex.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,9 +22,18 @@ pub(super) const MAX_CHUNK_SAMPLES: usize = 120;
 
 const DAY_MS: i64 = 86_400_000;
 
+/// No chunk, and so no persisted chunk group, spans a boundary of these. A day is a whole number of
+/// segments, so a segment lies within one day.
+pub(super) const SEGMENT_MS: i64 = 600_000;
+
 /// The UTC day (days since the Unix epoch) of a millisecond timestamp.
 pub(super) fn day_of(t: i64) -> i64 {
     t.div_euclid(DAY_MS)
+}
+
+/// The start of the segment holding `t`.
+pub(super) fn segment_start(t: i64) -> i64 {
+    t.saturating_sub(t.rem_euclid(SEGMENT_MS))
 }
 
 /// A series: identity plus its in-memory samples.
@@ -96,7 +107,8 @@ impl Series {
             }
         }
         let seal = head.open.as_ref().is_some_and(|open| {
-            open.len() >= MAX_CHUNK_SAMPLES || open.first_timestamp().map(day_of) != Some(day_of(t))
+            open.len() >= MAX_CHUNK_SAMPLES
+                || open.first_timestamp().map(segment_start) != Some(segment_start(t))
         });
         if seal
             && let Some(open) = head.open.take()
@@ -232,6 +244,27 @@ mod tests {
         let mut out = Vec::new();
         s.samples(i64::MIN, i64::MAX, &mut out);
         assert_eq!(out, vec![(DAY_MS, 2.0)]);
+
+        // A segment boundary within a day seals too.
+        let s = series();
+        for t in [
+            SEGMENT_MS - 2000,
+            SEGMENT_MS - 1000,
+            SEGMENT_MS,
+            2 * SEGMENT_MS + 5,
+        ] {
+            s.append(t, 1.0);
+        }
+        let spans: Vec<(i64, i64)> = s.cut().iter().map(|c| (c.min_t, c.max_t)).collect();
+        assert_eq!(
+            spans,
+            vec![
+                (SEGMENT_MS - 2000, SEGMENT_MS - 1000),
+                (SEGMENT_MS, SEGMENT_MS),
+                (2 * SEGMENT_MS + 5, 2 * SEGMENT_MS + 5)
+            ]
+        );
+        assert_eq!(DAY_MS % SEGMENT_MS, 0, "a segment never spans two days");
     }
 
     #[test]

@@ -59,7 +59,7 @@ use promql_parser::label::Matcher;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use head::day_of;
+use head::{day_of, segment_start};
 use index::Index;
 use persist::{chunk_key, wal_key, watermark_key};
 
@@ -185,6 +185,8 @@ pub struct StoreCounters {
     pub checkpoints: AtomicU64,
     /// Failed checkpoints since start.
     pub checkpoint_errors: AtomicU64,
+    /// Persisted chunk groups read by queries since start.
+    pub chunk_groups_read: AtomicU64,
 }
 
 enum WriterMessage {
@@ -233,6 +235,9 @@ struct Inner {
     logs: LogStore,
     audit: AuditLog,
     days: RwLock<BTreeMap<i64, sled::Tree>>,
+    /// Day trees from this day on hold no chunk group that spans a segment boundary; earlier
+    /// ones were written by a version that grouped by day only.
+    segmented_from_day: i64,
     index: Arc<RwLock<Index>>,
     watermarks: Mutex<HashMap<String, Watermark>>,
     applied_wal_seq: AtomicU64,
@@ -271,6 +276,7 @@ impl std::fmt::Debug for Store {
 }
 
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+const SEGMENTED_FROM_DAY_KEY: &[u8] = b"segmented-from-day";
 const WAL_CACHE_BYTES: u64 = 16 << 20;
 /// How often the checkpoint thread wakes to cut its next slice of series.
 const CHECKPOINT_TICK: Duration = Duration::from_secs(1);
@@ -361,6 +367,19 @@ impl Store {
                 watermarks.insert(agent.to_owned(), mark);
             }
         }
+        let segmented_from_day = match meta.get(SEGMENTED_FROM_DAY_KEY)? {
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(i64::from_be_bytes)
+                .unwrap_or(i64::MAX),
+            None => {
+                // A store written before groups were segmented: its days, the current one
+                // included, are read from their start. Were this marker lost, a later open would
+                // only read more than it needs.
+                let day = days.keys().next_back().map_or(i64::MIN, |last| last + 1);
+                meta.insert(SEGMENTED_FROM_DAY_KEY, &day.to_be_bytes())?;
+                day
+            }
+        };
         let checkpoint = meta
             .get(CHECKPOINT_KEY)?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
@@ -376,6 +395,7 @@ impl Store {
             logs,
             audit,
             days: RwLock::new(days),
+            segmented_from_day,
             index: Arc::new(RwLock::new(index)),
             watermarks: Mutex::new(watermarks),
             applied_wal_seq: AtomicU64::new(checkpoint),
@@ -565,7 +585,7 @@ impl Store {
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
         let selected = self.selected(matchers);
-        let mut days: Option<Vec<sled::Tree>> = None;
+        let mut days: Option<Vec<(sled::Tree, i64)>> = None;
         let mut out = Vec::with_capacity(selected.len());
         for series in selected {
             let latest = match series.last() {
@@ -595,10 +615,20 @@ impl Store {
             .collect()
     }
 
-    fn days_between(&self, mint: i64, maxt: i64) -> Vec<sled::Tree> {
+    /// The day trees of `[mint, maxt]`, each with the earliest chunk group key worth reading:
+    /// no group spans a segment boundary (in days written so), so a group that starts before
+    /// `mint`'s segment ends before `mint`.
+    fn days_between(&self, mint: i64, maxt: i64) -> Vec<(sled::Tree, i64)> {
         read(&self.inner.days)
             .range(day_of(mint)..=day_of(maxt))
-            .map(|(_, t)| t.clone())
+            .map(|(day, tree)| {
+                let from = if *day >= self.inner.segmented_from_day {
+                    segment_start(mint)
+                } else {
+                    i64::MIN
+                };
+                (tree.clone(), from)
+            })
             .collect()
     }
 
@@ -606,7 +636,7 @@ impl Store {
     fn samples_of(
         &self,
         series: &Series,
-        days: &[sled::Tree],
+        days: &[(sled::Tree, i64)],
         mint: i64,
         maxt: i64,
         capacity: usize,
@@ -614,12 +644,13 @@ impl Store {
         let mut samples = Vec::with_capacity(capacity);
         // Persisted chunks first; anything from the head's earliest chunk on is in memory.
         let persisted_until = series.head_min_t().map_or(maxt, |t| (t - 1).min(maxt));
+        let mut n_groups = 0;
         if persisted_until >= mint {
-            for tree in days {
-                let range =
-                    chunk_key(series.id.0, i64::MIN)..=chunk_key(series.id.0, persisted_until);
+            for (tree, from) in days {
+                let range = chunk_key(series.id.0, *from)..=chunk_key(series.id.0, persisted_until);
                 for entry in tree.range(range) {
                     let (_, value) = entry?;
+                    n_groups += 1;
                     let Some((max_t, chunks)) = persist::parse_chunk_group(&value) else {
                         continue;
                     };
@@ -636,6 +667,12 @@ impl Store {
                     }
                 }
             }
+        }
+        if n_groups > 0 {
+            self.inner
+                .counters
+                .chunk_groups_read
+                .fetch_add(n_groups, Ordering::Relaxed);
         }
         series.samples(mint, maxt, &mut samples);
         samples.sort_by_key(|(t, _)| *t);
@@ -1044,7 +1081,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Cuts the series and writes one value per series and day: everything since its previous
+    /// Cuts the series and writes one value per series and segment: everything since its previous
     /// cut. On failure the cut chunks stay in memory (sealed) and are written by a later step.
     fn write_groups(&self, series: &[Arc<Series>]) -> Result<usize, StoreError> {
         let mut per_day: BTreeMap<i64, sled::Batch> = BTreeMap::new();
@@ -1054,10 +1091,11 @@ impl Inner {
             let chunks = series.cut();
             let Some(last) = chunks.last() else { continue };
             released.push((Arc::clone(series), last.min_t));
-            for day_chunks in chunks.chunk_by(|a, b| day_of(a.min_t) == day_of(b.min_t)) {
-                let (first, last) = (&day_chunks[0], &day_chunks[day_chunks.len() - 1]);
+            // The head seals chunks at segment boundaries, so each group stays within one.
+            for group in chunks.chunk_by(|a, b| segment_start(a.min_t) == segment_start(b.min_t)) {
+                let (first, last) = (&group[0], &group[group.len() - 1]);
                 let value =
-                    persist::chunk_group_value(last.max_t, day_chunks.iter().map(|c| &c.bytes[..]));
+                    persist::chunk_group_value(last.max_t, group.iter().map(|c| &c.bytes[..]));
                 per_day
                     .entry(day_of(first.min_t))
                     .or_default()

@@ -6,6 +6,7 @@
 //! | `wal/` `wal` | `w` + u64 BE WAL sequence | [`WalEntry`] |
 //! | `wal/` `wal` | `a` + agent name | [`Watermark`]: journal id, highest stored agent sequence |
 //! | `chunks/` `meta` | `checkpoint` | u64 BE: WAL sequence up to which chunks hold everything |
+//! | `chunks/` `meta` | `segmented-from-day` | i64 BE: first day whose chunk groups each lie within one 10-minute segment |
 //! | `chunks/` `series` | u32 BE series id | label pairs ([`encode_labels`]) |
 //! | `chunks/` `chunks-<day>` | u32 BE series id + i64 min_t (sign-flipped BE) | chunk group: max_t, Gorilla chunks |
 
