@@ -448,7 +448,10 @@ pub fn compute(
             view
         })
         .collect();
-    let cost_this_month_usd = usage_this_month.iter().map(|u| u.cost_usd).sum();
+    // Not `sum()`: a float sum of nothing is -0.0, which the API and the dashboards would show.
+    let cost_this_month_usd = usage_this_month
+        .iter()
+        .fold(0.0, |total, u| total + u.cost_usd);
 
     Ok(Views {
         window_seconds: seconds,
@@ -462,6 +465,19 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_fleet_costs_zero_not_minus_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), crate::store::StoreOptions::default()).expect("opens");
+        let views = compute(&store, None, 1_795_395_723_000, DEFAULT_WINDOW_MS).expect("views");
+        assert!(views.usage_this_month.is_empty());
+        assert_eq!(
+            serde_json::to_string(&views.cost_this_month_usd).expect("json"),
+            "0.0"
+        );
+        store.shutdown();
+    }
 
     #[test]
     fn increase_handles_resets_and_births() {
