@@ -18,4 +18,5 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tui;
+pub mod usage;
 pub mod views;

@@ -25,6 +25,7 @@ use crate::{
     registry::Registry,
     store::{Store, StoreOptions},
     telemetry::Telemetry,
+    usage::MonthUsage,
 };
 
 /// Log and audit reads at once (`read_pool`): two keep a search answering during an export
@@ -138,14 +139,16 @@ impl ControlPlane {
             };
             format!("{scheme}://{http}")
         });
+        let month_usage = MonthUsage::default();
         let manager = {
-            let (store, registry, settings) = (
+            let (store, month_usage, registry, settings) = (
                 store.clone(),
+                month_usage.clone(),
                 Arc::clone(&registry),
                 alerting_settings.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                RuleManager::open(store, registry, settings, alert_store)
+                RuleManager::open(store, month_usage, registry, settings, alert_store)
             })
             .await?
             .context("opening the alert rules")?
@@ -190,6 +193,7 @@ impl ControlPlane {
             command_ids: Arc::new(AtomicU64::new(0)),
             alerting,
             status_cache: Arc::default(),
+            month_usage,
             public_address: Arc::from(settings.public_address.as_str()),
             backups: backups.clone(),
             readers: ReadPool::start(READER_THREADS).context("starting the reader threads")?,

@@ -1,5 +1,6 @@
 //! Service and model views computed from stored series: latency quantiles from histogram buckets,
-//! success and error rates, throughput, and token and cost totals for the month.
+//! success and error rates, throughput, and (from [`crate::usage`]) token and cost totals for the
+//! month.
 //!
 //! The pure part ([`increase`], [`histogram_quantile`], [`month_start_ms`]) follows Prometheus:
 //! counters are cumulative and may reset; quantiles interpolate linearly inside the bucket that
@@ -12,7 +13,10 @@ use aisemble_shared::metrics as names;
 use promql_parser::label::{MatchOp, Matcher};
 use serde::Serialize;
 
-use crate::store::{SeriesSamples, Store, StoreError};
+use crate::{
+    store::{SeriesSamples, Store, StoreError},
+    usage::MonthUsage,
+};
 
 /// How far back the windowed figures (quantiles, rates) look by default.
 pub const DEFAULT_WINDOW_MS: i64 = 5 * 60 * 1000;
@@ -252,12 +256,14 @@ fn bucket_increases(
     Ok(out)
 }
 
-/// Computes the views over `[now - window, now]` for one host or the whole fleet. Blocking.
+/// Computes the views over `[now - window, now]` for one host or the whole fleet, with the
+/// month's usage from `month` (brought up to `now`). Blocking.
 ///
 /// # Errors
 /// When the store fails to read.
 pub fn compute(
     store: &Store,
+    month: &MonthUsage,
     host: Option<&str>,
     now: i64,
     window_ms: i64,
@@ -400,58 +406,7 @@ pub fn compute(
         })
         .collect();
 
-    // Usage this month: from the month's start, with no earlier baseline (counters that were
-    // already running at midnight count from their first sample of the month).
-    let month = (month_start_ms(now), now, 0);
-    let tokens = increases_by(
-        store,
-        names::MODEL_TOKENS_TOTAL,
-        host,
-        month,
-        &["provider", "model", "direction"],
-    )?;
-    let cost = increases_by(
-        store,
-        names::MODEL_COST_USD_TOTAL,
-        host,
-        month,
-        &["provider", "model"],
-    )?;
-    let mut usage: BTreeMap<(String, String), UsageView> = BTreeMap::new();
-    for (key, n) in tokens {
-        if let [provider, model, direction] = key.as_slice() {
-            let view = usage.entry((provider.clone(), model.clone())).or_default();
-            match direction.as_str() {
-                "in" => view.tokens_in += n,
-                "out" => view.tokens_out += n,
-                _ => {}
-            }
-        }
-    }
-    for (key, n) in cost {
-        if let [provider, model] = key.as_slice() {
-            usage
-                .entry((provider.clone(), model.clone()))
-                .or_default()
-                .cost_usd += n;
-        }
-    }
-    let usage_this_month: Vec<UsageView> = usage
-        .into_iter()
-        .map(|((provider, model), mut view)| {
-            view.provider = if provider.is_empty() {
-                "unknown".into()
-            } else {
-                provider
-            };
-            view.model = model;
-            view
-        })
-        .collect();
-    // Not `sum()`: a float sum of nothing is -0.0, which the API and the dashboards would show.
-    let cost_this_month_usd = usage_this_month
-        .iter()
-        .fold(0.0, |total, u| total + u.cost_usd);
+    let (usage_this_month, cost_this_month_usd) = month.read(store, host, now)?;
 
     Ok(Views {
         window_seconds: seconds,
@@ -470,7 +425,9 @@ mod tests {
     fn an_empty_fleet_costs_zero_not_minus_zero() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), crate::store::StoreOptions::default()).expect("opens");
-        let views = compute(&store, None, 1_795_395_723_000, DEFAULT_WINDOW_MS).expect("views");
+        let month = MonthUsage::default();
+        let views =
+            compute(&store, &month, None, 1_795_395_723_000, DEFAULT_WINDOW_MS).expect("views");
         assert!(views.usage_this_month.is_empty());
         assert_eq!(
             serde_json::to_string(&views.cost_this_month_usd).expect("json"),

@@ -33,6 +33,7 @@ use crate::{
     query::{eval::SelectionCache, memory::MemorySeries},
     registry::Registry,
     store::{Store, now_ms},
+    usage::MonthUsage,
 };
 
 /// The rule file shipped with the control plane, written into an empty rules directory.
@@ -176,6 +177,7 @@ pub struct RuleManager {
 
 struct Inner {
     store: Store,
+    month_usage: MonthUsage,
     registry: Arc<Registry>,
     settings: AlertingSettings,
     persist: AlertStore,
@@ -205,6 +207,7 @@ impl RuleManager {
     /// manager starts without them and reports why.
     pub fn open(
         store: Store,
+        month_usage: MonthUsage,
         registry: Arc<Registry>,
         settings: AlertingSettings,
         persist: AlertStore,
@@ -217,6 +220,7 @@ impl RuleManager {
         let manager = Self {
             inner: Arc::new(Inner {
                 store,
+                month_usage,
                 registry,
                 settings,
                 persist,
@@ -692,16 +696,12 @@ impl RuleManager {
     }
 
     async fn write_month_cost(&self, now: i64) {
-        let store = self.inner.store.clone();
-        let views = tokio::task::spawn_blocking(move || {
-            crate::views::compute(&store, None, now, crate::views::DEFAULT_WINDOW_MS)
-        })
-        .await;
-        let Ok(Ok(views)) = views else {
+        let (store, month) = (self.inner.store.clone(), self.inner.month_usage.clone());
+        let usage = tokio::task::spawn_blocking(move || month.read(&store, None, now)).await;
+        let Ok(Ok((usage, _))) = usage else {
             return;
         };
-        let samples: Vec<OutputSample> = views
-            .usage_this_month
+        let samples: Vec<OutputSample> = usage
             .iter()
             .map(|u| OutputSample {
                 labels: MemorySeries::labels(&[

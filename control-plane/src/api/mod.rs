@@ -88,6 +88,8 @@ pub struct AppState {
     pub alerting: Alerting,
     /// The fleet-wide figures behind `/ops/status`.
     pub(crate) status_cache: Arc<ops::StatusCache>,
+    /// This month's tokens and cost, kept incrementally (shared with the rule manager).
+    pub month_usage: crate::usage::MonthUsage,
     /// The QUIC address agents dial (`server.public_address`), for enrollment commands.
     pub public_address: Arc<str>,
     /// Backup jobs, runs and the repository.

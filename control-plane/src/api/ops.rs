@@ -35,6 +35,7 @@ use crate::{
     query::{self, LOOKBACK},
     registry::{AgentView, MonitoringRecord},
     store::{Store, StoredEvent, now_ms},
+    usage::MonthUsage,
     views::{self, ModelView, ServiceView, UsageView, Views},
 };
 use aisemble_shared::metrics as names;
@@ -195,13 +196,18 @@ impl StatusCache {
     async fn fleet_details(
         self: &Arc<Self>,
         store: &Store,
+        month: &MonthUsage,
         window: i64,
     ) -> Result<Arc<HostDetails>, ApiError> {
-        let compute = move |store: Store| async move {
-            tokio::task::spawn_blocking(move || host_details(&store, None, window))
-                .await
-                .map_err(ApiError::internal)?
-                .map(Arc::new)
+        let month = month.clone();
+        let compute = move |store: Store| {
+            let month = month.clone();
+            async move {
+                tokio::task::spawn_blocking(move || host_details(&store, &month, None, window))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map(Arc::new)
+            }
         };
         if window != views::DEFAULT_WINDOW_MS {
             return compute(store.clone()).await;
@@ -210,7 +216,7 @@ impl StatusCache {
             && at.elapsed() < SERVE_AT_MOST
         {
             if at.elapsed() >= REFRESH_AFTER && !self.refreshing.swap(true, Ordering::AcqRel) {
-                let (cache, store) = (Arc::clone(self), store.clone());
+                let (cache, store, compute) = (Arc::clone(self), store.clone(), compute.clone());
                 tokio::spawn(async move {
                     match compute(store).await {
                         Ok(fresh) => cache.store(&fresh),
@@ -389,10 +395,15 @@ fn window_ms(params: &WindowParams) -> Result<i64, ApiError> {
 }
 
 /// Checks, recent events and service/model views of one host or the fleet. Blocking.
-fn host_details(store: &Store, host: Option<&str>, window: i64) -> Result<HostDetails, ApiError> {
+fn host_details(
+    store: &Store,
+    month: &MonthUsage,
+    host: Option<&str>,
+    window: i64,
+) -> Result<HostDetails, ApiError> {
     let mut events = store.events(host, 200);
     let checks = checks(store, host, &events);
-    let views = views::compute(store, host, now_ms(), window).map_err(ApiError::internal)?;
+    let views = views::compute(store, month, host, now_ms(), window).map_err(ApiError::internal)?;
     events.truncate(50);
     Ok(HostDetails {
         checks,
@@ -434,10 +445,11 @@ pub(super) async fn agent(
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("no agent named {id:?}")))?;
     let summary = agent_summary(&state, &agent);
-    let store = state.store.clone();
-    let details = tokio::task::spawn_blocking(move || host_details(&store, Some(&id), window))
-        .await
-        .map_err(ApiError::internal)??;
+    let (store, month) = (state.store.clone(), state.month_usage.clone());
+    let details =
+        tokio::task::spawn_blocking(move || host_details(&store, &month, Some(&id), window))
+            .await
+            .map_err(ApiError::internal)??;
     Ok(Json(AgentDetail { summary, details }))
 }
 
@@ -767,7 +779,7 @@ pub(super) async fn status(
     let window = window_ms(&params)?;
     let details = state
         .status_cache
-        .fleet_details(&state.store, window)
+        .fleet_details(&state.store, &state.month_usage, window)
         .await?;
     let (connected, total) = state.registry.counts();
     let latest = |metric: &str| -> Vec<f64> {

@@ -606,6 +606,25 @@ impl Store {
         Ok(out)
     }
 
+    /// The series matching every matcher, as handles for [`Store::samples`].
+    pub fn matching(&self, matchers: &[Matcher]) -> Vec<Arc<Series>> {
+        self.selected(matchers)
+    }
+
+    /// One series' samples in `[mint, maxt]`, persisted and in memory, in time order. Blocking.
+    ///
+    /// # Errors
+    /// When sled fails to read.
+    pub fn samples(
+        &self,
+        series: &Series,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let days = self.days_between(mint, maxt);
+        self.samples_of(series, &days, mint, maxt, 0)
+    }
+
     fn selected(&self, matchers: &[Matcher]) -> Vec<Arc<Series>> {
         let index = read(&self.inner.index);
         index
