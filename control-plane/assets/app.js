@@ -600,25 +600,87 @@
     }
   }
 
-  // Logs: searching is on demand (form submit), not polled; the first search probes whether the
-  // endpoint exists.
+  /** Lines per hour as bars, the error and critical part of each in red. */
+  function hourlyBars(hourly, { start, end }) {
+    // Wide and low: a day of hours beside the counts card, not a square chart.
+    const W = 1000; const H = 150; const L = 44; const R = 8; const T = 8; const B = 20;
+    const hourMs = 3600 * 1000;
+    const t0 = Math.floor(Date.parse(start) / hourMs) * hourMs; const t1 = Date.parse(end);
+    const n = Math.max(1, Math.round((t1 - t0) / hourMs));
+    const top = Math.max(1, ...hourly.map((h) => h.total));
+    const x = (t) => L + ((t - t0) / (n * hourMs)) * (W - L - R);
+    const y = (v) => T + (1 - v / top) * (H - T - B);
+    const w = Math.max(1, (W - L - R) / n - 2);
+    let grid = '';
+    for (let i = 0; i <= 2; i += 1) {
+      const v = (top * i) / 2;
+      grid += `<line class="grid" x1="${L}" x2="${W - R}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}"/>`
+        + `<text class="axis" x="${L - 4}" y="${(y(v) + 3).toFixed(1)}" text-anchor="end">${esc(num(v))}</text>`;
+    }
+    for (let i = 0; i <= 4; i += 1) {
+      const t = t0 + (n * hourMs * i) / 4;
+      grid += `<text class="axis" x="${x(t).toFixed(1)}" y="${H - 5}" text-anchor="${i === 0 ? 'start' : i === 4 ? 'end' : 'middle'}">${esc(clock(t / 1000))}</text>`;
+    }
+    const bars = hourly.map((h) => {
+      const at = x(Date.parse(h.hour)) + 1;
+      const all = `<rect class="bar" x="${at.toFixed(1)}" y="${y(h.total).toFixed(1)}" width="${w.toFixed(1)}" height="${(y(0) - y(h.total)).toFixed(1)}"><title>${esc(new Date(h.hour).toLocaleString())}: ${num(h.total)} lines, ${num(h.errors)} errors</title></rect>`;
+      const errors = h.errors ? `<rect class="bar errors" x="${at.toFixed(1)}" y="${y(h.errors).toFixed(1)}" width="${w.toFixed(1)}" height="${(y(0) - y(h.errors)).toFixed(1)}"/>` : '';
+      return all + errors;
+    }).join('');
+    return `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="Lines per hour">${grid}${bars}</svg>`;
+  }
+
+  // Logs: the last day's counts (GET /ops/logs/stats) above an on-demand search (form submit, not
+  // polled); the first search probes whether the endpoint exists.
   views.logs = {
     title: 'Logs',
     poll: false,
     mount(root) {
       root.innerHTML = `<h1>Logs</h1>
+        <div id="logs-stats" class="logs-stats"></div>
         <form id="logs-form" class="filters">
           <input id="logs-text" placeholder="Full text" size="28">
           <select id="logs-level"><option value="">any level</option><option value="critical">critical</option><option value="error">error and above</option><option value="warn">warn and above</option><option value="info">info and above</option><option value="debug">debug and above</option></select>
           <input id="logs-service" placeholder="Service" size="12">
           <input id="logs-host" placeholder="Host" size="12">
+          <input id="logs-trace" placeholder="Trace id" size="16">
           <select id="logs-range"><option value="900">last 15 min</option><option value="3600" selected>last hour</option><option value="86400">last day</option></select>
           <button class="primary" type="submit">Search</button>
         </form>
         <div id="logs-body"><p class="muted">Loading…</p></div>`;
       $('#logs-form', root).addEventListener('submit', (e) => { e.preventDefault(); this.refresh(root).catch(reportError); });
+      $('#logs-stats', root).addEventListener('click', (e) => {
+        const pick = e.target.closest('[data-level], [data-service]');
+        if (!pick) return;
+        if (pick.dataset.level) $('#logs-level', root).value = pick.dataset.level;
+        if (pick.dataset.service) $('#logs-service', root).value = pick.dataset.service;
+        this.refresh(root).catch(reportError);
+      });
     },
     async refresh(root) {
+      await Promise.all([this.search(root), this.stats(root)]);
+    },
+    async stats(root) {
+      const r = await api('/ops/logs/stats');
+      const out = $('#logs-stats', root);
+      if (!r.ok) { out.innerHTML = ''; return; }
+      const s = r.body;
+      const top = (counts, n) => Object.entries(counts || {}).filter(([, c]) => c > 0).sort((a, b) => b[1] - a[1]).slice(0, n);
+      const levels = top(s.by_level, 6).map(([level, c]) =>
+        `<button type="button" class="chip" data-level="${esc(level)}" title="Search ${esc(level)} and above"><span class="level level-${esc(level)}">${esc(level)}</span> ${num(c)}</button>`).join('');
+      const services = top(s.by_service, 6).map(([service, c]) =>
+        `<button type="button" class="chip" data-service="${esc(service)}" title="Search ${esc(service)}">${esc(service)} ${num(c)}</button>`).join('');
+      out.innerHTML = `<div class="card">
+          <div class="stat-line"><span><b>${num(s.total)}</b> lines</span>
+            <span class="${s.errors ? 'bad-text' : ''}"><b>${num(s.errors)}</b> errors</span>
+            <span><b>${pct(100 * (s.error_rate || 0))}</b> error rate</span>
+            <span class="muted small">${esc(new Date(s.start).toLocaleString())} – ${esc(new Date(s.end).toLocaleString())}</span></div>
+          <div class="chips">${levels || '<span class="muted small">No lines in the last day.</span>'}</div>
+          ${services ? `<div class="chips">${services}</div>` : ''}
+        </div>
+        <div class="card chart"><h3>Lines per hour <span class="muted">errors in red</span></h3>${hourlyBars(s.hourly || [], s)}</div>`;
+    },
+    async search(root) {
       const end = new Date();
       const start = new Date(end.getTime() - Number($('#logs-range', root).value) * 1000);
       const body = { start: start.toISOString(), end: end.toISOString(), limit: 200 };
@@ -626,6 +688,8 @@
       if (text) body.query = text;
       const level = $('#logs-level', root).value;
       if (level) body.min_level = level;
+      const trace = $('#logs-trace', root).value.trim();
+      if (trace) body.trace_id = trace;
       for (const [key, id] of [['services', 'logs-service'], ['hosts', 'logs-host']]) {
         const v = $('#' + id, root).value.trim();
         if (v) body[key] = v.split(',').map((x) => x.trim()).filter(Boolean);
@@ -637,10 +701,10 @@
       const logs = r.body.logs || [];
       const note = r.body.truncated ? `<p class="muted">Newest ${logs.length} shown; narrow the search for more.</p>`
         : r.body.timed_out ? '<p class="muted">The search stopped at its time budget; narrow the range.</p>' : '';
-      out.innerHTML = logs.length === 0 ? '<p class="muted">No matching lines.</p>' : `${note}<table class="logs"><thead><tr>
+      out.innerHTML = logs.length === 0 ? '<p class="muted">No matching lines.</p>' : `${note}<div class="table-wrap"><table class="logs"><thead><tr>
           <th>Time</th><th>Level</th><th>Host</th><th>Service</th><th>Message</th></tr></thead><tbody>${logs.map((l) => `<tr>
-          <td class="nowrap">${esc(l.timestamp)}</td><td><span class="level level-${esc(l.level)}">${esc(l.level)}</span></td>
-          <td>${esc(l.host)}</td><td>${esc(l.service)}</td><td>${esc(l.message)}${l.context ? `<div class="muted small">${esc(JSON.stringify(l.context))}</div>` : ''}</td></tr>`).join('')}</tbody></table>`;
+          <td class="nowrap" title="${esc(l.timestamp)}">${esc(new Date(l.timestamp_ms).toLocaleString())}</td><td><span class="level level-${esc(l.level)}">${esc(l.level)}</span></td>
+          <td>${esc(l.host)}</td><td>${esc(l.service)}</td><td>${esc(l.message)}${l.context ? `<div class="muted small">${esc(JSON.stringify(l.context))}</div>` : ''}${l.trace_id ? `<div class="muted small">trace ${esc(l.trace_id)}</div>` : ''}</td></tr>`).join('')}</tbody></table></div>`;
     },
   };
 

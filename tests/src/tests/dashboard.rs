@@ -2,8 +2,9 @@
 //! `chromium-driver`), driven over WebDriver by fantoccini, against a real control plane fed by
 //! two scripted agents over real mutual-TLS QUIC. The operator signs in with a token, sees both
 //! hosts, watches an alert appear without a reload, filters by severity, silences an alert (and
-//! is refused with a viewer token), is sent back to sign-in on a 401, and sees the honest
-//! "not available yet" panes. Screenshots go to `target/test-artifacts/`.
+//! is refused with a viewer token), is sent back to sign-in on a 401, reads the log counts and
+//! narrows a log search by text, level, service and trace id. Screenshots go to
+//! `target/test-artifacts/`.
 //!
 //! Also, over plain HTTP: the first load (the page and every asset it references, gzipped) stays
 //! within 300 KB, with content types, ETags and 304 revalidation.
@@ -20,6 +21,7 @@ use std::{
     time::Duration,
 };
 
+use aisemble_shared::wire::{LogEntry, LogLevel};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -265,6 +267,53 @@ fn keep_sending(
     })
 }
 
+/// What gpu-1 logged: two errors of one trace, a warning and an info line, a minute before `now`.
+fn log_lines(now: i64) -> Vec<LogEntry> {
+    let line = |t: i64, level, service: &str, message: &str, trace: Option<&str>| LogEntry {
+        timestamp_ms: now - t,
+        level,
+        service: service.into(),
+        message: message.into(),
+        context: String::new(),
+        trace_id: trace.map(Into::into),
+        request_id: None,
+    };
+    vec![
+        line(
+            60_000,
+            LogLevel::Error,
+            "api",
+            "upstream timeout after 30s",
+            Some("trace-7f3a"),
+        ),
+        line(50_000, LogLevel::Info, "api", "GET /v1/chat 200", None),
+        line(40_000, LogLevel::Warn, "worker", "queue depth 900", None),
+        line(
+            30_000,
+            LogLevel::Error,
+            "api",
+            "connection reset by peer",
+            Some("trace-7f3a"),
+        ),
+    ]
+}
+
+/// Waits until the log search shows `expected`, rows as "host service message", newest first.
+async fn expect_log_rows(browser: &Browser, expected: &[&str]) {
+    browser
+        .until(
+            Duration::from_secs(20),
+            &format!("log rows {expected:?}"),
+            &format!(
+                "const rows = [...document.querySelectorAll('#logs-body table.logs tbody tr')]
+                   .map(r => [...r.children].slice(2).map(c => c.firstChild.textContent).join(' '));
+                 return JSON.stringify(rows) === {:?};",
+                serde_json::to_string(expected).expect("json")
+            ),
+        )
+        .await;
+}
+
 /// The alert rows on screen: `[name, host, severity, state, text]`.
 const ALERT_ROWS: &str = "return [...document.querySelectorAll('#alerts-table tbody tr[data-alert]')]
     .map(r => [r.dataset.alert, r.dataset.host, r.dataset.severity, r.dataset.state, r.textContent]);";
@@ -310,12 +359,10 @@ async fn operator_dashboard_in_a_real_browser() {
     let stop = Arc::new(AtomicBool::new(false));
     let gpu1 = Arc::new(Mutex::new((40.0, 50.0)));
     let gpu2 = Arc::new(Mutex::new((30.0, 60.0)));
+    let mut gpu1_agent = FakeAgent::connect(&cp, "gpu-1", dir.path()).await;
+    gpu1_agent.send_logs(log_lines(now_ms())).await;
     let senders = [
-        keep_sending(
-            FakeAgent::connect(&cp, "gpu-1", dir.path()).await,
-            Arc::clone(&gpu1),
-            Arc::clone(&stop),
-        ),
+        keep_sending(gpu1_agent, Arc::clone(&gpu1), Arc::clone(&stop)),
         keep_sending(
             FakeAgent::connect(&cp, "gpu-2", dir.path()).await,
             Arc::clone(&gpu2),
@@ -539,19 +586,42 @@ async fn operator_dashboard_in_a_real_browser() {
     );
     browser.screenshot("dashboard-host.png").await;
 
-    // Logs: the search form answers (with the lines it finds, or that none match).
+    // Logs: the last day's counts, then searches narrowed by text and level, by a service picked
+    // from the counts, and by trace id.
     client.goto(&format!("{base}/#/logs")).await.expect("pane");
-    let text = browser
+    browser
         .until(
             Duration::from_secs(20),
-            "the logs pane's answer",
-            "const b = document.querySelector('#logs-body'); return b && (b.querySelector('table.logs') || b.textContent.includes('No matching lines')) ? b.textContent : null",
+            "the log counts",
+            "const s = document.querySelector('#logs-stats'); return s && s.textContent.includes('4 lines') && s.textContent.includes('2 errors') && s.querySelector('svg rect.bar.errors') !== null",
         )
         .await;
-    assert!(
-        text.as_str().is_some_and(|t| !t.contains("not available")),
-        "{text}"
-    );
+    browser.type_into("#logs-text", "timeout").await;
+    browser
+        .js("document.querySelector('#logs-level').value = 'error'; return true")
+        .await;
+    browser.click("#logs-form button[type=submit]").await;
+    expect_log_rows(&browser, &["gpu-1 api upstream timeout after 30s"]).await;
+    browser.screenshot("dashboard-logs.png").await;
+    browser.type_into("#logs-text", "").await;
+    browser
+        .js("document.querySelector('#logs-level').value = ''; return true")
+        .await;
+    browser
+        .click("#logs-stats button[data-service='worker']")
+        .await;
+    expect_log_rows(&browser, &["gpu-1 worker queue depth 900"]).await;
+    browser.type_into("#logs-service", "").await;
+    browser.type_into("#logs-trace", "trace-7f3a").await;
+    browser.click("#logs-form button[type=submit]").await;
+    expect_log_rows(
+        &browser,
+        &[
+            "gpu-1 api connection reset by peer",
+            "gpu-1 api upstream timeout after 30s",
+        ],
+    )
+    .await;
 
     // Backups: the view answers (this fleet has no jobs; the backups test below runs one).
     client
