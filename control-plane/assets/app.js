@@ -400,13 +400,21 @@
         <h1 id="host-title">${esc(name)}</h1>
         <p id="host-error" class="error" role="alert"></p>
         <div class="grid2">
-          <div class="card"><h2>Agent</h2><dl id="host-info" class="kv"></dl></div>
+          <div class="card"><h2>Agent</h2><dl id="host-info" class="kv"></dl>
+            <div class="actions" id="host-actions" hidden><button type="button" class="danger" id="host-remove"
+              title="For a decommissioned host: it leaves the fleet's health; its data stays until retention">Remove from fleet</button></div></div>
           <div class="card"><h2>Alerts on this host</h2><div id="host-alerts"></div></div>
         </div>
         <div id="host-charts" class="charts"></div>
         <h2>Health checks</h2>
         <div class="table-wrap"><table id="host-checks"><thead><tr><th>Check</th><th>Kind</th><th>State</th><th>Latency</th><th>Error</th></tr></thead><tbody></tbody></table></div>`;
       this.chartsAt = 0;
+      $('#host-remove', root).addEventListener('click', async () => {
+        if (!window.confirm(`Remove ${name} from the fleet? It no longer counts as down; its data stays until retention, and it comes back if it connects again. Revoke its certificate to keep it out.`)) return;
+        const r = await api('/ops/agents/' + encodeURIComponent(name), { method: 'DELETE' });
+        if (r.ok) { window.location.hash = '#/fleet'; return; }
+        $('#host-error', root).textContent = errorText(r.status, r.body) + (r.status === 403 ? ' This needs an admin token.' : '');
+      });
     },
     async refresh(root) {
       const host = this.host;
@@ -425,6 +433,8 @@
         ['Buffer', `${num(a.buffer && a.buffer.records)} records, ${bytes(a.buffer && a.buffer.bytes)}, ${num(a.buffer && a.buffer.dropped_records)} dropped`],
         ['Labels', Object.entries(a.labels || {}).map(([k, v]) => `<code>${esc(k)}=${esc(v)}</code>`).join(' ') || '–'],
       ].map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join('');
+      // Only a disconnected agent can be removed (the API refuses a connected one).
+      $('#host-actions', root).hidden = a.connected;
       const checks = a.checks || [];
       $('#host-checks tbody', root).innerHTML = checks.map((c) => `<tr><td>${esc(c.check)}</td><td>${esc(c.kind)}</td>
           <td><span class="pill ${c.up ? 'up' : 'down'}">${c.up ? 'up' : 'down'}</span></td>

@@ -118,8 +118,23 @@ pub struct AgentView {
 struct State {
     agents: BTreeMap<String, AgentRecord>,
     dirty: Vec<String>,
+    /// Forgotten agents whose records are still to be removed from the tree.
+    forgotten: Vec<String>,
     live: HashMap<String, LiveSession>,
     next_generation: u64,
+}
+
+/// Why an agent cannot be forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForgetError {
+    /// No agent of that name was ever seen.
+    #[error("no agent named {0:?}")]
+    Unknown(String),
+    /// The agent is connected: it would be registered again at once.
+    #[error(
+        "agent {0:?} is connected; stop it, or revoke its certificate (POST /ops/agents/{0}/revoke), first"
+    )]
+    Connected(String),
 }
 
 /// Every agent, persisted and live.
@@ -127,6 +142,9 @@ struct State {
 pub struct Registry {
     tree: sled::Tree,
     state: Mutex<State>,
+    /// One [`Registry::persist`] at a time, so a removal is never overtaken by an older write of
+    /// the same record.
+    persisting: Mutex<()>,
 }
 
 impl Registry {
@@ -153,6 +171,7 @@ impl Registry {
                 agents,
                 ..State::default()
             }),
+            persisting: Mutex::new(()),
         })
     }
 
@@ -301,6 +320,25 @@ impl Registry {
         (connected, state.agents.len())
     }
 
+    /// Forgets a disconnected agent (a host taken out of the fleet): it leaves the inventory and
+    /// the fleet's health, its stored series stay until retention, and it is registered anew if it
+    /// ever connects again. Removed from disk by the next [`Registry::persist`].
+    ///
+    /// # Errors
+    /// When the agent is unknown or connected.
+    pub fn forget(&self, name: &str) -> Result<AgentRecord, ForgetError> {
+        let mut state = self.lock();
+        if state.live.contains_key(name) {
+            return Err(ForgetError::Connected(name.to_owned()));
+        }
+        let record = state
+            .agents
+            .remove(name)
+            .ok_or_else(|| ForgetError::Unknown(name.to_owned()))?;
+        state.forgotten.push(name.to_owned());
+        Ok(record)
+    }
+
     /// The live session of one agent, if connected.
     pub fn live(&self, name: &str) -> Option<LiveSession> {
         self.lock().live.get(name).cloned()
@@ -327,12 +365,17 @@ impl Registry {
     /// # Errors
     /// When sled fails; the records stay dirty for the next attempt.
     pub fn persist(&self) -> Result<usize, sled::Error> {
-        let (dirty, records): (Vec<String>, Vec<(String, Vec<u8>)>) = {
+        let _one_at_a_time = self
+            .persisting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (dirty, forgotten, records) = {
             let mut state = self.lock();
+            let forgotten = std::mem::take(&mut state.forgotten);
             let mut dirty = std::mem::take(&mut state.dirty);
             dirty.sort();
             dirty.dedup();
-            let records = dirty
+            let records: Vec<(String, Vec<u8>)> = dirty
                 .iter()
                 .filter_map(|n| state.agents.get(n))
                 .filter_map(|r| {
@@ -341,14 +384,19 @@ impl Registry {
                         .map(|json| (r.name.clone(), json))
                 })
                 .collect();
-            (dirty, records)
+            (dirty, forgotten, records)
         };
         let mut batch = sled::Batch::default();
+        for name in &forgotten {
+            batch.remove(name.as_bytes());
+        }
         for (name, json) in &records {
             batch.insert(name.as_bytes(), json.as_slice());
         }
         if let Err(error) = self.tree.apply_batch(batch) {
-            self.lock().dirty.extend(dirty);
+            let mut state = self.lock();
+            state.dirty.extend(dirty);
+            state.forgotten.extend(forgotten);
             return Err(error);
         }
         Ok(records.len())

@@ -249,6 +249,7 @@ fn routes(metrics_require_token: bool) -> Vec<Route> {
         route(operator, "POST", "/ops/backups/restore", backups::restore),
         route(operator, "POST", "/ops/backups/check", backups::check),
         route(admin, "POST", "/ops/agents/{id}/revoke", ops::revoke),
+        route(admin, "DELETE", "/ops/agents/{id}", ops::forget),
         route(
             admin,
             "POST",

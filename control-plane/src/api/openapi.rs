@@ -55,6 +55,7 @@ use super::{
         ops::monitoring_start,
         ops::monitoring_stop,
         ops::revoke,
+        ops::forget,
         enrollment::create_token,
         prom::instant_query,
         prom::instant_query_post,

@@ -33,7 +33,7 @@ use super::{
 use crate::{
     ingest,
     query::{self, LOOKBACK},
-    registry::{AgentView, MonitoringRecord},
+    registry::{AgentView, ForgetError, MonitoringRecord},
     store::{Store, StoredEvent, now_ms},
     usage::MonthUsage,
     views::{self, ModelView, ServiceView, UsageView, Views},
@@ -1003,6 +1003,59 @@ pub(super) async fn monitoring_stop(
     body: Bytes,
 ) -> Result<Json<MonitoringResult>, ApiError> {
     set_monitoring(&state, &body, true).await
+}
+
+/// Result of `DELETE /ops/agents/{id}`.
+#[derive(Serialize, Debug, ToSchema)]
+pub(super) struct Forgotten {
+    agent: String,
+    /// When it was last heard from (ms since the Unix epoch).
+    last_seen_ms: i64,
+}
+
+/// `DELETE /ops/agents/{id}`: takes a disconnected agent out of the fleet (a decommissioned host):
+/// it leaves the inventory, the fleet's health and `aisemble_agent_up` (a staleness marker ends
+/// the series, so AgentMissing resolves at the next evaluation). Its stored series and logs stay
+/// until retention; its certificate stays valid unless revoked, and it is registered anew if it
+/// connects again.
+#[utoipa::path(delete, path = "/ops/agents/{id}", tag = "ops",
+    params(("id" = String, Path, description = "Agent name", example = "gpu-node-07")),
+    responses(
+        (status = 200, description = "Forgotten.", body = Forgotten),
+        (status = 404, description = "No such agent.", body = ErrorBody),
+        (status = 409, description = "The agent is connected.", body = ErrorBody),
+    ))]
+pub(super) async fn forget(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Forgotten>, ApiError> {
+    let record = state.registry.forget(&id).map_err(|error| match error {
+        ForgetError::Unknown(_) => ApiError::not_found(error.to_string()),
+        ForgetError::Connected(_) => ApiError::conflict(error.to_string()),
+    })?;
+    let registry = std::sync::Arc::clone(&state.registry);
+    tokio::task::spawn_blocking(move || registry.persist())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    // Written after the agent left the registry, so no later `aisemble_agent_up` sample for it
+    // can follow this one.
+    let stale = [(
+        vec![
+            ("__name__".to_owned(), "aisemble_agent_up".to_owned()),
+            ("host".to_owned(), id.clone()),
+        ],
+        crate::alerts::group::STALE_NAN,
+    )];
+    match state.store.write_local(now_ms(), &stale).await {
+        Ok(pending) => pending.wait().await.map_err(ApiError::internal)?,
+        Err(error) => return Err(ApiError::internal(error)),
+    };
+    tracing::info!(agent = %id, "Agent removed from the fleet through the API.");
+    Ok(Json(Forgotten {
+        agent: id,
+        last_seen_ms: record.last_seen_ms,
+    }))
 }
 
 /// Result of `POST /ops/agents/{id}/revoke`.

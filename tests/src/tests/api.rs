@@ -278,6 +278,14 @@ fn matrix() -> Vec<Row> {
             ADMIN,
             404,
         ),
+        // Connected: refused, and the agent stays.
+        row(
+            "DELETE",
+            "/ops/agents/{id}",
+            &format!("/ops/agents/{AGENT}"),
+            ADMIN,
+            409,
+        ),
         with_body(
             row(
                 "POST",

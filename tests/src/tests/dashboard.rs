@@ -361,14 +361,13 @@ async fn operator_dashboard_in_a_real_browser() {
     let gpu2 = Arc::new(Mutex::new((30.0, 60.0)));
     let mut gpu1_agent = FakeAgent::connect(&cp, "gpu-1", dir.path()).await;
     gpu1_agent.send_logs(log_lines(now_ms())).await;
-    let senders = [
-        keep_sending(gpu1_agent, Arc::clone(&gpu1), Arc::clone(&stop)),
-        keep_sending(
-            FakeAgent::connect(&cp, "gpu-2", dir.path()).await,
-            Arc::clone(&gpu2),
-            Arc::clone(&stop),
-        ),
-    ];
+    let stop_gpu2 = Arc::new(AtomicBool::new(false));
+    let gpu1_sender = keep_sending(gpu1_agent, Arc::clone(&gpu1), Arc::clone(&stop));
+    let gpu2_sender = keep_sending(
+        FakeAgent::connect(&cp, "gpu-2", dir.path()).await,
+        Arc::clone(&gpu2),
+        Arc::clone(&stop_gpu2),
+    );
 
     let browser = Browser::start().await;
     let client = browser.client();
@@ -641,6 +640,31 @@ async fn operator_dashboard_in_a_real_browser() {
         "{text}"
     );
 
+    // A decommissioned host: gpu-2 goes away, and the admin removes it from the fleet.
+    stop_gpu2.store(true, Ordering::SeqCst);
+    gpu2_sender.await.expect("sender");
+    client
+        .goto(&format!("{base}/#/host/gpu-2"))
+        .await
+        .expect("host");
+    browser
+        .until(
+            Duration::from_secs(20),
+            "the remove button of a disconnected host",
+            "return !document.querySelector('#host-actions').hidden",
+        )
+        .await;
+    browser.js("window.confirm = () => true; return true").await;
+    browser.click("#host-remove").await;
+    browser
+        .until(
+            Duration::from_secs(20),
+            "the fleet without gpu-2",
+            "const rows = [...document.querySelectorAll('#fleet-table tbody tr[data-host]')].map(r => r.dataset.host);
+             return location.hash === '#/fleet' && JSON.stringify(rows) === '[\"gpu-1\"]'",
+        )
+        .await;
+
     // The theme toggle switches and is remembered.
     browser
         .js("document.querySelector('#theme-toggle').click(); return true")
@@ -655,9 +679,7 @@ async fn operator_dashboard_in_a_real_browser() {
 
     browser.close().await;
     stop.store(true, Ordering::SeqCst);
-    for sender in senders {
-        sender.await.expect("sender");
-    }
+    gpu1_sender.await.expect("sender");
 }
 
 impl Browser {

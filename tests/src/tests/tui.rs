@@ -313,6 +313,40 @@ async fn status_mode_exit_codes_follow_the_fleet() {
     let down = status_until(&cp, 2, "exit 2 (agent down)").await;
     assert!(down.contains("agent edge-1 disconnected"), "{down}");
 
+    // Taken out of the fleet (a decommissioned host): healthy again, also after a restart, and its
+    // `aisemble_agent_up` (what AgentMissing watches) ends at once rather than reading 0.
+    let agent_up = || async {
+        let query = crate::http::urlencode("aisemble_agent_up{host=\"edge-1\"}");
+        let (_, body) = cp
+            .api()
+            .get(&format!("/api/v1/query?query={query}"))
+            .await
+            .expect("query");
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    crate::wait::until(Duration::from_secs(20), "aisemble_agent_up 0", || async {
+        agent_up()
+            .await
+            .first()
+            .is_some_and(|r| r["value"][1] == "0")
+            .then_some(())
+    })
+    .await;
+    let (code, body) = cp.api().delete("/ops/agents/edge-1").await.expect("delete");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(agent_up().await, Vec::<serde_json::Value>::new());
+    let (code, body) = cp.api().delete("/ops/agents/edge-1").await.expect("delete");
+    assert_eq!(code, 404, "{body}");
+    let empty = status_until(&cp, 0, "exit 0 once the host is removed").await;
+    assert!(empty.contains("0/0 agents"), "{empty}");
+    cp.terminate();
+    cp.restart();
+    let (_, agents) = cp.api().get("/ops/agents").await.expect("agents");
+    assert_eq!(agents["agents"], serde_json::json!([]), "{agents}");
+
     // A refused token and an unreachable control plane: UNKNOWN (3) with a one-line error.
     let (code, stdout, stderr) = status(&cp, "asb_not-a-token").await;
     assert_eq!(code, 3, "{stdout}{stderr}");
