@@ -412,3 +412,6 @@ fn view(state: &State, record: &AgentRecord) -> AgentView {
         remote: live.map(|l| l.connection.remote_address().to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests;
