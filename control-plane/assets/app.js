@@ -289,9 +289,14 @@
     const tile = (label, value, sub, cls = '') => `<div class="tile ${cls}"><div class="label">${esc(label)}</div><div class="value">${value}</div><div class="sub">${sub}</div></div>`;
     const avgMax = (s) => (s ? `avg ${pct(s.avg)} · max ${pct(s.max)}` : 'no data');
     const checks = status.checks || {};
+    // The fleet's word is the worst of its agents and checks (`status`) and its firing alerts, as
+    // `aisemble-cp dashboard --mode status` judges it: "healthy" beside a critical alert would mislead.
+    const overall = firing('critical') ? ['critical', 'bad']
+      : status.status && status.status !== 'healthy' ? [status.status, 'warn']
+        : firing('warning') ? ['warning', 'warn'] : [status.status || '–', status.status === 'healthy' ? 'ok' : ''];
     return [
-      tile('Fleet', esc(status.status || '–'), `uptime ${duration(status.uptime_seconds)} · ${esc(status.version || '')}`,
-        status.status === 'healthy' ? 'ok' : 'warn'),
+      tile('Fleet', esc(overall[0]), `agents and checks ${esc(status.status || '–')} · uptime ${duration(status.uptime_seconds)} · ${esc(status.version || '')}`,
+        overall[1]),
       tile('Agents', `${num(a.connected)} / ${num(a.total)}`, `${num(a.disconnected)} disconnected`, a.disconnected ? 'bad' : 'ok'),
       tile('Critical alerts', num(firing('critical')), 'firing', firing('critical') ? 'bad' : 'ok'),
       tile('Warnings', num(firing('warning')), 'firing', firing('warning') ? 'warn' : 'ok'),

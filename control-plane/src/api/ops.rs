@@ -1014,10 +1014,11 @@ pub(super) struct Forgotten {
 }
 
 /// `DELETE /ops/agents/{id}`: takes a disconnected agent out of the fleet (a decommissioned host):
-/// it leaves the inventory, the fleet's health and `aisemble_agent_up` (a staleness marker ends
-/// the series, so AgentMissing resolves at the next evaluation). Its stored series and logs stay
-/// until retention; its certificate stays valid unless revoked, and it is registered anew if it
-/// connects again.
+/// it leaves the inventory and the fleet's health, and every series of the host (its
+/// `aisemble_agent_up` included) ends with a staleness marker, as Prometheus ends a removed
+/// target's, so its alerts (AgentMissing too) resolve at the next evaluation instead of lingering
+/// for the lookback. Its stored samples and logs stay until retention; its certificate stays valid
+/// unless revoked, and it is registered anew if it connects again.
 #[utoipa::path(delete, path = "/ops/agents/{id}", tag = "ops",
     params(("id" = String, Path, description = "Agent name", example = "gpu-node-07")),
     responses(
@@ -1039,19 +1040,27 @@ pub(super) async fn forget(
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     // Written after the agent left the registry, so no later `aisemble_agent_up` sample for it
-    // can follow this one.
-    let stale = [(
-        vec![
-            ("__name__".to_owned(), "aisemble_agent_up".to_owned()),
-            ("host".to_owned(), id.clone()),
-        ],
-        crate::alerts::group::STALE_NAN,
-    )];
-    match state.store.write_local(now_ms(), &stale).await {
-        Ok(pending) => pending.wait().await.map_err(ApiError::internal)?,
-        Err(error) => return Err(ApiError::internal(error)),
-    };
-    tracing::info!(agent = %id, "Agent removed from the fleet through the API.");
+    // can follow these; and it is disconnected, so none of its own either.
+    let stale: Vec<(Vec<(String, String)>, f64)> = state
+        .store
+        .matching(&[Matcher::new(MatchOp::Equal, "host", &id)])
+        .iter()
+        .map(|series| {
+            let labels = series
+                .labels
+                .iter()
+                .map(|p| (p.name.to_string(), p.value.to_string()))
+                .collect();
+            (labels, crate::alerts::group::STALE_NAN)
+        })
+        .collect();
+    if !stale.is_empty() {
+        match state.store.write_local(now_ms(), &stale).await {
+            Ok(pending) => pending.wait().await.map_err(ApiError::internal)?,
+            Err(error) => return Err(ApiError::internal(error)),
+        };
+    }
+    tracing::info!(agent = %id, series = stale.len(), "Agent removed from the fleet through the API.");
     Ok(Json(Forgotten {
         agent: id,
         last_seen_ms: record.last_seen_ms,

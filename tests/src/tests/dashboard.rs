@@ -640,7 +640,20 @@ async fn operator_dashboard_in_a_real_browser() {
         "{text}"
     );
 
-    // A decommissioned host: gpu-2 goes away, and the admin removes it from the fleet.
+    // A decommissioned host: gpu-2 goes away, and the admin removes it from the fleet. Its
+    // critical alert ends with its series, and the fleet's word follows the alerts.
+    let fleet_word = "return document.querySelector('#fleet-summary .tile .value')?.textContent";
+    client
+        .goto(&format!("{base}/#/fleet"))
+        .await
+        .expect("fleet");
+    browser
+        .until(
+            Duration::from_secs(20),
+            "the fleet critical while gpu-2's memory alert fires",
+            &format!("{fleet_word} === 'critical'"),
+        )
+        .await;
     stop_gpu2.store(true, Ordering::SeqCst);
     gpu2_sender.await.expect("sender");
     client
@@ -664,6 +677,13 @@ async fn operator_dashboard_in_a_real_browser() {
              return location.hash === '#/fleet' && JSON.stringify(rows) === '[\"gpu-1\"]'",
         )
         .await;
+    browser
+        .until(
+            Duration::from_secs(20),
+            "gpu-2's alert resolved: gpu-1's CPU warning is the worst left",
+            &format!("{fleet_word} === 'warning'"),
+        )
+        .await;
 
     // The theme toggle switches and is remembered.
     browser
@@ -676,6 +696,7 @@ async fn operator_dashboard_in_a_real_browser() {
         theme == json!(["dark", "dark"]) || theme == json!(["light", "light"]),
         "{theme}"
     );
+    browser.screenshot("dashboard-theme.png").await;
 
     browser.close().await;
     stop.store(true, Ordering::SeqCst);

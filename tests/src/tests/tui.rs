@@ -276,6 +276,20 @@ async fn status_until(cp: &ControlPlane, code: i32, what: &str) -> String {
     .await
 }
 
+/// The result of an instant query.
+async fn instant(cp: &ControlPlane, query: &str) -> Vec<serde_json::Value> {
+    let query = crate::http::urlencode(query);
+    let (_, body) = cp
+        .api()
+        .get(&format!("/api/v1/query?query={query}"))
+        .await
+        .expect("query");
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_mode_exit_codes_follow_the_fleet() {
     let dir = tempdir();
@@ -315,29 +329,30 @@ async fn status_mode_exit_codes_follow_the_fleet() {
 
     // Taken out of the fleet (a decommissioned host): healthy again, also after a restart, and its
     // `aisemble_agent_up` (what AgentMissing watches) ends at once rather than reading 0.
-    let agent_up = || async {
-        let query = crate::http::urlencode("aisemble_agent_up{host=\"edge-1\"}");
-        let (_, body) = cp
-            .api()
-            .get(&format!("/api/v1/query?query={query}"))
-            .await
-            .expect("query");
-        body["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
+    const AGENT_UP: &str = "aisemble_agent_up{host=\"edge-1\"}";
     crate::wait::until(Duration::from_secs(20), "aisemble_agent_up 0", || async {
-        agent_up()
+        instant(&cp, AGENT_UP)
             .await
             .first()
             .is_some_and(|r| r["value"][1] == "0")
             .then_some(())
     })
     .await;
+    assert!(
+        !instant(&cp, "{host=\"edge-1\"}").await.is_empty(),
+        "the host's series are current before"
+    );
     let (code, body) = cp.api().delete("/ops/agents/edge-1").await.expect("delete");
     assert_eq!(code, 200, "{body}");
-    assert_eq!(agent_up().await, Vec::<serde_json::Value>::new());
+    assert_eq!(
+        instant(&cp, AGENT_UP).await,
+        Vec::<serde_json::Value>::new()
+    );
+    assert_eq!(
+        instant(&cp, "{host=\"edge-1\"}").await,
+        Vec::<serde_json::Value>::new(),
+        "every series of the host ends"
+    );
     let (code, body) = cp.api().delete("/ops/agents/edge-1").await.expect("delete");
     assert_eq!(code, 404, "{body}");
     let empty = status_until(&cp, 0, "exit 0 once the host is removed").await;
