@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// Prometheus' staleness marker.
-pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+pub const STALE_NAN: f64 = crate::store::STALE_NAN;
 
 /// The runtime state of one rule.
 #[derive(Debug, Clone, Default)]

@@ -1051,7 +1051,7 @@ pub(super) async fn forget(
                 .iter()
                 .map(|p| (p.name.to_string(), p.value.to_string()))
                 .collect();
-            (labels, crate::alerts::group::STALE_NAN)
+            (labels, crate::store::STALE_NAN)
         })
         .collect();
     if !stale.is_empty() {

@@ -296,10 +296,7 @@ pub fn range(
     Ok(Value::Matrix(series))
 }
 
-/// Prometheus' staleness marker: a NaN with this exact bit pattern.
-pub fn is_stale_marker(v: f64) -> bool {
-    v.to_bits() == 0x7ff0_0000_0000_0002
-}
+pub use crate::store::is_stale_marker;
 
 #[cfg(test)]
 mod tests {

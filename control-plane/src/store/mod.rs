@@ -295,6 +295,15 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series; the series has
+/// no current value after it.
+pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
+/// Whether `v` is [`STALE_NAN`] (not any NaN: a series may hold real NaNs).
+pub fn is_stale_marker(v: f64) -> bool {
+    v.to_bits() == STALE_NAN.to_bits()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -709,19 +718,21 @@ impl Store {
             .collect()
     }
 
-    /// Latest sample of every series written since this process started, if at or after `since`.
+    /// Latest sample of every series written since this process started, if at or after `since`
+    /// and not a staleness marker (an ended series has no latest value).
     pub fn latest(&self, since: i64) -> Vec<(Labels, i64, f64)> {
         let all: Vec<Arc<Series>> = read(&self.inner.index).all().to_vec();
         all.iter()
             .filter_map(|s| {
                 s.last()
-                    .filter(|(t, _)| *t >= since)
+                    .filter(|(t, v)| *t >= since && !is_stale_marker(*v))
                     .map(|(t, v)| (s.labels.clone(), t, v))
             })
             .collect()
     }
 
-    /// Latest in-memory sample of the series matching every matcher, if at or after `since`.
+    /// Latest in-memory sample of the series matching every matcher, if at or after `since` and
+    /// not a staleness marker.
     pub fn latest_matching(&self, matchers: &[Matcher], since: i64) -> Vec<(Labels, i64, f64)> {
         let index = read(&self.inner.index);
         index
@@ -730,21 +741,21 @@ impl Store {
             .filter_map(|id| index.series(id))
             .filter_map(|s| {
                 s.last()
-                    .filter(|(t, _)| *t >= since)
+                    .filter(|(t, v)| *t >= since && !is_stale_marker(*v))
                     .map(|(t, v)| (s.labels.clone(), t, v))
             })
             .collect()
     }
 
     /// The latest values of the series matching every matcher whose latest sample is at or
-    /// after `since`.
+    /// after `since` and not a staleness marker.
     pub fn latest_values(&self, matchers: &[Matcher], since: i64) -> Vec<f64> {
         let index = read(&self.inner.index);
         index
             .select(matchers)
             .into_iter()
             .filter_map(|id| index.series(id)?.last())
-            .filter(|(t, _)| *t >= since)
+            .filter(|(t, v)| *t >= since && !is_stale_marker(*v))
             .map(|(_, v)| v)
             .collect()
     }

@@ -469,3 +469,42 @@ async fn events_are_stored_once_and_survive_a_crash() {
     assert_eq!(events[0].agent, "a");
     close(store).await;
 }
+
+/// A series ended by a staleness marker has no latest value (status views, `/metrics`), while
+/// `select` still returns the marker for PromQL's staleness handling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_series_has_no_latest_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), options()).expect("opens");
+    let cpu = |host: &str| {
+        vec![
+            ("__name__".to_owned(), "cpu".to_owned()),
+            ("host".to_owned(), host.to_owned()),
+        ]
+    };
+    let write = |t: i64, rows: Vec<(Vec<(String, String)>, f64)>| {
+        let store = store.clone();
+        async move {
+            store
+                .write_local(t, &rows)
+                .await
+                .expect("queued")
+                .wait()
+                .await
+                .expect("committed");
+        }
+    };
+    write(T0, vec![(cpu("a"), 1.0), (cpu("b"), 2.0)]).await;
+    write(T0 + 1000, vec![(cpu("a"), STALE_NAN), (cpu("b"), f64::NAN)]).await;
+    let matchers = [Matcher::new(MatchOp::Equal, "__name__", "cpu")];
+    let latest = store.latest_matching(&matchers, T0);
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(latest[0].0.get("host"), Some("b"));
+    assert!(latest[0].2.is_nan(), "a real NaN is a value");
+    assert_eq!(store.latest_values(&matchers, T0).len(), 1);
+    assert_eq!(store.latest(T0).len(), 1);
+    let selected = store.select(&matchers, T0, T0 + 1000).expect("selects");
+    assert!(selected.iter().any(|s| s.labels.get("host") == Some("a")
+        && s.samples.last().is_some_and(|(_, v)| is_stale_marker(*v))));
+    close(store).await;
+}

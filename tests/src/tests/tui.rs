@@ -353,6 +353,14 @@ async fn status_mode_exit_codes_follow_the_fleet() {
         Vec::<serde_json::Value>::new(),
         "every series of the host ends"
     );
+    // No stale value of it lingers in the fleet's figures.
+    let (_, fleet) = cp.api().get("/ops/status").await.expect("status");
+    assert_eq!(
+        fleet["resources"]["cpu_usage_percent"]["hosts"],
+        serde_json::Value::Null,
+        "{fleet}"
+    );
+    assert_eq!(fleet["checks"]["total"], 0, "{fleet}");
     let (code, body) = cp.api().delete("/ops/agents/edge-1").await.expect("delete");
     assert_eq!(code, 404, "{body}");
     let empty = status_until(&cp, 0, "exit 0 once the host is removed").await;
