@@ -103,26 +103,27 @@ impl Ledger {
         }
     }
 
-    /// Folds in a series' samples (time-ordered, all after those folded before).
+    /// Folds in a series' samples (time-ordered; those at or before the last one folded are
+    /// skipped). Samples before the month only move the baseline; the month's are counted by
+    /// [`crate::views::increase`], so resets are judged as everywhere else.
     pub fn fold(&mut self, labels: &Labels, samples: &[(i64, f64)]) {
-        if samples.is_empty() {
+        let tally = self.counters.get(labels).copied().unwrap_or_default();
+        let after = tally.last.map_or(i64::MIN, |(t, _)| t);
+        let new = &samples[samples.partition_point(|(t, _)| *t <= after)..];
+        let last_value =
+            |part: &[(i64, f64)]| part.iter().rev().find(|(_, v)| !v.is_nan()).copied();
+        let Some(last) = last_value(new) else {
             return;
-        }
-        let month_start = self.month_start;
-        let tally = self.counters.entry(labels.clone()).or_default();
-        for &(t, value) in samples {
-            if value.is_nan() || tally.last.is_some_and(|(last_t, _)| t <= last_t) {
-                continue;
-            }
-            if t >= month_start {
-                tally.increase += match tally.last {
-                    Some((_, previous)) if value >= previous => value - previous,
-                    // Born this month, or reset: the whole value is new.
-                    _ => value,
-                };
-            }
-            tally.last = Some((t, value));
-        }
+        };
+        let (before, during) = new.split_at(new.partition_point(|(t, _)| *t < self.month_start));
+        let baseline = last_value(before).or(tally.last).map(|(_, v)| v);
+        self.counters.insert(
+            labels.clone(),
+            Tally {
+                last: Some(last),
+                increase: tally.increase + crate::views::increase(baseline, during),
+            },
+        );
     }
 
     /// The month's tokens and cost by provider and model, of `host` or of every host.
