@@ -655,7 +655,7 @@
         <div id="logs-stats" class="logs-stats"></div>
         <form id="logs-form" class="filters">
           <input id="logs-text" placeholder="Full text" size="28">
-          <select id="logs-level"><option value="">any level</option><option value="critical">critical</option><option value="error">error and above</option><option value="warn">warn and above</option><option value="info">info and above</option><option value="debug">debug and above</option></select>
+          <select id="logs-level"><option value="">any level</option><option value="critical">critical</option><option value="error">error and above</option><option value="warn">warn and above</option><option value="info">info and above</option><option value="debug">debug and above</option><option value="trace">trace and above</option></select>
           <input id="logs-service" placeholder="Service" size="12">
           <input id="logs-host" placeholder="Host" size="12">
           <input id="logs-trace" placeholder="Trace id" size="16">
